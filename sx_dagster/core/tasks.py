@@ -1,0 +1,113 @@
+"""Task examples: the synthetic task, GSM8K and MATH rows, and their JSONL loaders.
+
+The loaders read the row formats of the Self-Explore release (GSM8K: ``query`` /
+``response`` with "#### N"; MATH: ``question`` / ``answer`` ending "The answer is: X") and
+also the Hugging Face column names (``question`` / ``answer``, ``problem`` / ``solution``).
+A malformed row raises :class:`DatasetError` naming the file and line; nothing is skipped
+silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sx_dagster.core.answers import _last_boxed, extract_answer
+from sx_dagster.core.synthetic import SyntheticConfig, generate_problems
+
+_GSM8K_GOLD_LINE = re.compile(r"\n?####\s*([^\n]*)\s*$")
+
+
+class DatasetError(ValueError):
+    """A dataset row that cannot be used; the message names where it is."""
+
+
+@dataclass(frozen=True)
+class TaskExample:
+    id: str
+    split: str  # "train" or "test"
+    question: str
+    rationale: str | None  # gold rationale in the model's output format, if the task has one
+    answer: str  # gold final answer, normalized
+    meta: str = "{}"  # JSON; the synthetic task stores its problem here
+
+
+def gsm8k_example(row: dict, where: str, split: str, index: int) -> TaskExample:
+    """A GSM8K row -> example; the gold line "#### N" becomes "The answer is N"."""
+    question = row.get("query", row.get("question"))
+    response = row.get("response", row.get("answer"))
+    if not isinstance(question, str) or not question.strip():
+        raise DatasetError(f"{where}: missing or empty question ('query' or 'question')")
+    if not isinstance(response, str):
+        raise DatasetError(f"{where}: missing response ('response' or 'answer')")
+    m = _GSM8K_GOLD_LINE.search(response)
+    answer = extract_answer(response, "gsm8k")
+    if m is None or answer is None:
+        raise DatasetError(f"{where}: no gold answer line '#### N' in the response")
+    rationale = response[: m.start()].rstrip() + f"\nThe answer is {answer}"
+    return TaskExample(f"gsm8k-{split}-{index}", split, question.strip(), rationale.strip(), answer)
+
+
+def math_example(row: dict, where: str, split: str, index: int) -> TaskExample:
+    """A MATH row -> example; gold from "The answer is: X", else the last \\boxed{}."""
+    question = row.get("question", row.get("problem"))
+    solution = row.get("answer", row.get("solution"))
+    if not isinstance(question, str) or not question.strip():
+        raise DatasetError(f"{where}: missing or empty question ('question' or 'problem')")
+    if not isinstance(solution, str) or not solution.strip():
+        raise DatasetError(f"{where}: missing solution ('answer' or 'solution')")
+    answer = extract_answer(solution, "math") if "The answer is" in solution else _last_boxed(solution)
+    if not answer:
+        raise DatasetError(f"{where}: no final answer ('The answer is: X' or \\boxed{{}}) in the solution")
+    rationale = solution.strip()
+    if "The answer is" not in rationale:
+        rationale += f"\nThe answer is: {answer}"
+    return TaskExample(f"math-{split}-{index}", split, question.strip(), rationale, answer)
+
+
+_ROW_PARSERS = {"gsm8k": gsm8k_example, "math": math_example}
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; bad JSON names file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(f"{p}: no such file")
+    with p.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{p}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise DatasetError(f"{p}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def examples_from_rows(rows: Iterable[tuple[str, dict]], task: str, split: str, limit: int | None = None) -> list[TaskExample]:
+    """Parse (where, row) pairs of a real task; ``where`` names the row in errors."""
+    if task not in _ROW_PARSERS:
+        raise ValueError(f"task {task!r} has no row format; expected one of {sorted(_ROW_PARSERS)}")
+    out = []
+    for i, (where, row) in enumerate(rows):
+        if limit is not None and i >= limit:
+            break
+        out.append(_ROW_PARSERS[task](row, where, split, i))
+    return out
+
+
+def load_jsonl(path: str | Path, task: str, split: str, limit: int | None = None) -> list[TaskExample]:
+    """Examples of ``task`` from a local JSONL file (e.g. ``../shared/data/gsm8k/train.jsonl``)."""
+    rows = ((f"{path}:{lineno}", obj) for lineno, obj in read_jsonl(path))
+    return examples_from_rows(rows, task, split, limit)
+
+
+def synthetic_examples(n: int, seed: int, split: str, config: SyntheticConfig | None = None) -> list[TaskExample]:
+    """Seeded synthetic examples; train and test use disjoint seeds and ids."""
+    problems = generate_problems(n, seed, config, prefix=f"syn-{split}")
+    return [TaskExample(p.id, split, p.question, p.rationale, p.answer, p.to_json()) for p in problems]

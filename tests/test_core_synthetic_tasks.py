@@ -1,0 +1,103 @@
+"""The synthetic task's ground truth and the dataset loaders."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sx_dagster.core.answers import extract_answer, is_correct
+from sx_dagster.core.synthetic import (
+    ERROR_KINDS,
+    SyntheticConfig,
+    SyntheticProblem,
+    generate_problems,
+    inject_error,
+    true_first_error,
+)
+from sx_dagster.core.tasks import DatasetError, load_jsonl, synthetic_examples
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_generation_is_seeded_and_gsm8k_shaped():
+    a, b = generate_problems(20, seed=7), generate_problems(20, seed=7)
+    assert a == b and a != generate_problems(20, seed=8)
+    for p in a:
+        lines = p.rationale.split("\n")
+        assert 2 <= len(p.ops) <= 4 and len(lines) == len(p.ops) + 1
+        assert lines[-1] == f"The answer is {p.answer}"
+        assert is_correct(extract_answer(p.rationale, "synthetic"), p.answer, "synthetic")
+        assert int(p.answer) >= 0
+        assert SyntheticProblem.from_json(p.to_json()) == p
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="min_steps"):
+        SyntheticConfig(min_steps=5, max_steps=2)
+    with pytest.raises(ValueError, match="ops"):
+        SyntheticConfig(ops=("/",))
+
+
+def test_distractors_appear_when_asked():
+    ps = generate_problems(50, seed=1, config=SyntheticConfig(distractor_prob=1.0))
+    assert all(p.distractor is not None and str(p.distractor) in p.question for p in ps)
+
+
+def test_true_first_error_cases():
+    p = SyntheticProblem("x", "Ava", "pens", 3, (("+", 4), ("*", 3), ("-", 1)), "q")
+    assert p.answer == "20"
+    assert true_first_error(p, p.rationale) is None
+    assert true_first_error(p, "4 + 3 = 7 pens\n3 * 7 = 21 pens\n21 - 1 = 20 pens\nThe answer is 20") is None  # commuted
+    assert true_first_error(p, "3 + 4 = 7 pens\n7 * 3 = 20 pens\n20 - 1 = 19 pens\nThe answer is 19") == 2
+    assert true_first_error(p, "3 + 4 = 7 pens\n7 * 3 = 21 pens\n21 - 1 = 20 pens\nThe answer is 21") == 4
+    assert true_first_error(p, "3 + 4 = 7 pens\n7 * 3 = 21 pens") == 3  # stops early
+    assert true_first_error(p, "I think it is 20\nThe answer is 20") == 1  # right answer, wrong step
+    assert true_first_error(p, p.rationale + "\nThe answer is 20") == 4  # invented extra line
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 10_000), st.sampled_from(ERROR_KINDS), st.integers(0, 10))
+def test_true_first_error_finds_injected_errors(seed, kind, pick):
+    p = generate_problems(1, seed, SyntheticConfig(min_steps=2, max_steps=5))[0]
+    assert true_first_error(p, p.rationale) is None
+    step = 1 + pick % len(p.ops)
+    if kind == "skip" and step < len(p.ops) and p.ops[step - 1] == p.ops[step]:
+        return  # skipping one of two identical operations is not visible at that step
+    rationale = inject_error(p, step, kind, random.Random(seed))
+    assert true_first_error(p, rationale) == step
+
+
+def test_synthetic_examples_disjoint_splits():
+    train, test = synthetic_examples(30, 1, "train"), synthetic_examples(30, 2, "test")
+    assert not {e.id for e in train} & {e.id for e in test}
+    assert json.loads(train[0].meta)["ops"]
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not beside the checkout")
+def test_load_shared_gsm8k_and_math500():
+    train = load_jsonl(SHARED / "gsm8k" / "train.jsonl", "gsm8k", "train")
+    assert len(train) == 7473
+    assert train[0].answer == "72" and train[0].rationale.endswith("The answer is 72")
+    assert "<<48/2=24>>" in train[0].rationale
+    test = load_jsonl(SHARED / "gsm8k" / "test.jsonl", "gsm8k", "test")
+    assert len(test) == 1319
+    math = load_jsonl(SHARED / "math500" / "test.jsonl", "math", "test")
+    assert len(math) == 500
+    assert math[0].answer == r"\left( 3, \frac{\pi}{2} \right)"
+    # every gold rationale grades as correct with the one checker
+    assert all(is_correct(extract_answer(e.rationale, "gsm8k"), e.answer, "gsm8k") for e in train)
+
+
+def test_malformed_rows_name_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"query": "q", "response": "r\\n#### 3"}\n\n{"query": "q2", "response": "no gold"}\n')
+    with pytest.raises(DatasetError, match=r"bad\.jsonl:3: no gold answer"):
+        load_jsonl(path, "gsm8k", "train")
+    path.write_text('{"query": "q", "response": "r\\n#### 3"}\nnot json\n')
+    with pytest.raises(DatasetError, match=r"bad\.jsonl:2: invalid JSON"):
+        load_jsonl(path, "gsm8k", "train")
+    with pytest.raises(DatasetError, match="no such file"):
+        load_jsonl(tmp_path / "missing.jsonl", "gsm8k", "train")
