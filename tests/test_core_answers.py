@@ -112,9 +112,7 @@ def _hostile_strings(n: int, seed: int = 0) -> list[str]:
         lambda: r"10^{10^{10^{" + str(rng.randint(1, 99)) + "}}}",
         lambda: "<<" + "2**" * rng.randint(1, 200) + "2=4>>",
         lambda: (
-            "".join(chr(rng.randint(0, 0x10FFFF)) for _ in range(rng.randint(1, 200)))
-            .encode("utf-8", "replace")
-            .decode("utf-8", "replace")
+            "".join(chr(rng.randint(0, 0x10FFFF)) for _ in range(rng.randint(1, 200))).encode("utf-8", "replace").decode("utf-8", "replace")
         ),
         lambda: "lambda: 0" + "\n" * rng.randint(0, 100) + "#### " + "1e9999",
         lambda: r"\frac{" * rng.randint(1, 500) + "1" + "}" * rng.randint(1, 500),
@@ -130,10 +128,7 @@ def test_hostile_input_returns_fast_and_never_raises():
         ("check_annotations", lambda s: check_annotations(s)),
         ("check_annotations<<>>", lambda s: check_annotations(f"<<{s}=1>>")),
         ("safe_arith", lambda s: _swallow_unsafe(s)),
-        *[
-            (f"extract+check {t}", lambda s, t=t: is_correct(extract_answer(s, t), "18", t))
-            for t in ("gsm8k", "synthetic", "math")
-        ],
+        *[(f"extract+check {t}", lambda s, t=t: is_correct(extract_answer(s, t), "18", t)) for t in ("gsm8k", "synthetic", "math")],
         ("is_correct math raw", lambda s: is_correct(s[:250], r"\frac{1}{2}", "math")),
         ("is_correct math as gold", lambda s: is_correct("3", s[:250], "math")),
     ]

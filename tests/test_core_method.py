@@ -71,10 +71,7 @@ def test_prefix_prompt_is_exact():
 
 
 def test_clean_completion_cuts_hostile_tails():
-    assert (
-        clean_completion("7 * 2 = 14\nThe answer is 14 and then\nQuestion: more", "gsm8k")
-        == "7 * 2 = 14\nThe answer is 14 and then"
-    )
+    assert clean_completion("7 * 2 = 14\nThe answer is 14 and then\nQuestion: more", "gsm8k") == "7 * 2 = 14\nThe answer is 14 and then"
     assert clean_completion("a\n\nQuestion: b", "math") == "a"
 
 
@@ -201,9 +198,7 @@ def _record(pit, completions=(), pair="p1", q="q1"):
 
 def test_g_pair_pit_at_step_one_uses_the_correct_sample():
     p = g_pair(_record(1), set(), "synthetic")
-    assert (
-        p.prompt == question_prompt("Q?") and p.rejected == STEPS[0] and p.chosen_id == "s-good" and p.chosen_source == "sample"
-    )
+    assert p.prompt == question_prompt("Q?") and p.rejected == STEPS[0] and p.chosen_id == "s-good" and p.chosen_source == "sample"
 
 
 def test_g_pair_later_pit_uses_shortest_unused_correct_completion():

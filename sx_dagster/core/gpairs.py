@@ -64,9 +64,7 @@ def g_pair(record: PitRecord, used: set[str], task: str) -> GPair | None:
     prompt = prefix_prompt(record.question, record.steps, record.pit - 1, task)
     if record.pit == 1:
         return GPair(record.question_id, record.pair_id, 1, prompt, record.chosen_text, rejected, "sample", record.chosen_id)
-    candidates = [
-        c for c in record.before_pit if c.correct and c.text.strip() and c.text not in used and rejected.strip() not in c.text
-    ]
+    candidates = [c for c in record.before_pit if c.correct and c.text.strip() and c.text not in used and rejected.strip() not in c.text]
     if not candidates:
         return None
     best = min(candidates, key=lambda c: (len(c.text), c.id))

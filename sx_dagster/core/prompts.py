@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 from sx_dagster.core.steps import join_steps, step_separator
 
-# Generation stops here: a blank line or a new question means the answer is over.
-STOP_STRINGS = ("\n\n", "\nQuestion:")
+# Generation stops here: a new question (few-shot prompts) or, for line-per-step tasks, a
+# blank line means the answer is over. MATH solutions may contain blank lines.
+STOP_STRINGS = {"synthetic": ("\n\n", "\nQuestion:"), "gsm8k": ("\n\n", "\nQuestion:"), "math": ("\nQuestion:",)}
 _ANSWER_LINE = re.compile(r"[Tt]he answer is[^\n]*")
 
 
@@ -41,13 +42,20 @@ def clean_completion(text: str, task: str) -> str:
     training pair never sees it.
     """
     cut = len(text)
-    for stop in STOP_STRINGS:
+    for stop in STOP_STRINGS[task]:
         j = text.find(stop)
         if j >= 0:
             cut = min(cut, j)
     text = text[:cut]
-    if task != "math":
-        m = _ANSWER_LINE.search(text)
-        if m:
-            text = text[: m.end()]
+    m = _ANSWER_LINE.search(text)
+    if m:
+        text = text[: m.end()]
     return text.rstrip()
+
+
+def answer_complete(text: str, task: str) -> bool:
+    """Whether a continuation is finished: a stop string, or a complete answer line."""
+    if any(stop in text for stop in STOP_STRINGS[task]):
+        return True
+    m = _ANSWER_LINE.search(text)
+    return m is not None and m.end() < len(text)  # the answer line ended with a newline

@@ -118,9 +118,7 @@ def generate_problem(rng: random.Random, config: SyntheticConfig, problem_id: st
         allowed = [
             op
             for op in config.ops
-            if (op != "-" or value > 1)
-            and (op != "*" or value * 2 <= config.max_value)
-            and (op != "+" or value + 1 <= config.max_value)
+            if (op != "-" or value > 1) and (op != "*" or value * 2 <= config.max_value) and (op != "+" or value + 1 <= config.max_value)
         ]
         op = rng.choice(allowed)
         if op == "+":

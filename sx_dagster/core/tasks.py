@@ -54,12 +54,16 @@ def gsm8k_example(row: dict, where: str, split: str, index: int) -> TaskExample:
 def math_example(row: dict, where: str, split: str, index: int) -> TaskExample:
     """A MATH row -> example; gold from "The answer is: X", else the last \\boxed{}."""
     question = row.get("question", row.get("problem"))
-    solution = row.get("answer", row.get("solution"))
+    # Self-Explore/MetaMath rows: 'answer' is the solution. Hub rows: 'solution' + short 'answer'.
+    solution = row.get("solution", row.get("answer"))
     if not isinstance(question, str) or not question.strip():
         raise DatasetError(f"{where}: missing or empty question ('question' or 'problem')")
     if not isinstance(solution, str) or not solution.strip():
         raise DatasetError(f"{where}: missing solution ('answer' or 'solution')")
-    answer = extract_answer(solution, "math") if "The answer is" in solution else _last_boxed(solution)
+    if "solution" in row and isinstance(row.get("answer"), str) and row["answer"].strip():
+        answer = row["answer"].strip()
+    else:
+        answer = extract_answer(solution, "math") if "The answer is" in solution else _last_boxed(solution)
     if not answer:
         raise DatasetError(f"{where}: no final answer ('The answer is: X' or \\boxed{{}}) in the solution")
     rationale = solution.strip()

@@ -1,0 +1,5 @@
+import sys
+
+from sx_dagster.cli import main
+
+sys.exit(main())

@@ -1,0 +1,23 @@
+"""One module per stage of the paper; each asset body reads like the step it implements."""
+
+from sx_dagster.assets.data import task_dataset
+from sx_dagster.assets.dpo import outcome_dpo_model, trained_model
+from sx_dagster.assets.evaluate import eval_scores
+from sx_dagster.assets.explore import first_pit_labels
+from sx_dagster.assets.models import base_model, rft_checkpoint, sft_checkpoint
+from sx_dagster.assets.pairs import dpo_pairs, outcome_pairs
+from sx_dagster.assets.sampling import sampled_rationales
+
+ALL_ASSETS = [
+    task_dataset,
+    base_model,
+    sft_checkpoint,
+    sampled_rationales,
+    rft_checkpoint,
+    outcome_pairs,
+    first_pit_labels,
+    dpo_pairs,
+    trained_model,
+    outcome_dpo_model,
+    eval_scores,
+]

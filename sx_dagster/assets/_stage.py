@@ -1,0 +1,123 @@
+"""What every stage does around its paper step: find its experiment, fingerprint its inputs,
+skip when nothing changed, and record a lineage row and Dagster metadata when done."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from sx_dagster.config import ConfigError, ExperimentConfig, get_experiment, load_experiments
+from sx_dagster.resources import CheckpointStore, LineageStore
+
+_PKG = Path(__file__).resolve().parents[1]
+
+
+def code_version(*modules: str) -> str:
+    """Hash of the method (core/, ml/) and the given asset modules: a change to any of them
+    makes the stage's fingerprint, and Dagster's code version, change."""
+    h = hashlib.sha256()
+    files = sorted((_PKG / "core").glob("*.py")) + sorted((_PKG / "ml").glob("*.py"))
+    files += [_PKG / "assets" / f"{m}.py" for m in modules] + [_PKG / "assets" / "_stage.py"]
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def experiment_partitions() -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition(sorted(load_experiments()))
+
+
+class Stage:
+    """One materialization of one asset for one experiment partition."""
+
+    def __init__(
+        self,
+        context: dg.AssetExecutionContext,
+        lineage: LineageStore,
+        asset: str,
+        code: str,
+        sections: tuple[str, ...] = (),
+        upstream: tuple[str, ...] = (),
+    ) -> None:
+        self.context, self.lineage, self.asset = context, lineage, asset
+        try:
+            self.exp: ExperimentConfig = get_experiment(context.partition_key)
+        except ConfigError as e:
+            raise dg.Failure(str(e)) from None
+        self.name = self.exp.name
+        self.run_id = context.run_id
+        self.inputs: dict[str, dict] = {}
+        for up in upstream:
+            row = lineage.latest_lineage(self.name, up)
+            if row is None:
+                raise dg.Failure(f"{asset}: upstream asset {up!r} has not been materialized for experiment {self.name!r}")
+            self.inputs[up] = row
+        self.config = self.exp.section_dump(*sections)
+        self.code = code
+        payload = {
+            "code": code,
+            "config": self.config,
+            "inputs": {k: v["fingerprint"] for k, v in self.inputs.items()},
+        }
+        self.fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def log(self, msg: str) -> None:
+        self.context.log.info(f"[{self.name}] {msg}")
+
+    def input_checkpoint(self, up: str) -> tuple[str, str]:
+        """(path or model id, checkpoint id) of an upstream model asset."""
+        row = self.inputs[up]
+        return row["checkpoint_path"], checkpoint_id(self.name, up, row["checkpoint_hash"])
+
+    def unchanged(self, checkpoints: CheckpointStore | None = None) -> dg.MaterializeResult | None:
+        """The previous result when code, config and inputs are identical: the cheap re-run."""
+        prev = self.lineage.latest_lineage(self.name, self.asset)
+        if prev is None or prev["fingerprint"] != self.fingerprint:
+            return None
+        path = prev.get("checkpoint_path")
+        if checkpoints is not None and path and not Path(path).exists() and path.startswith("/"):
+            return None
+        meta = json.loads(prev["metadata"] or "{}")
+        self.log(f"unchanged since run {prev['run_id']} (fingerprint {self.fingerprint}): skipped")
+        return dg.MaterializeResult(
+            metadata={**_plain(meta), "skipped_unchanged": True, "fingerprint": self.fingerprint},
+            data_version=dg.DataVersion(self.fingerprint),
+        )
+
+    def done(
+        self,
+        metadata: dict,
+        checkpoint_path: str | None = None,
+        checkpoint_hash: str | None = None,
+        check_results: list[dg.AssetCheckResult] | None = None,
+    ) -> dg.MaterializeResult:
+        plain = {k: v for k, v in metadata.items() if isinstance(v, (int, float, str, bool)) or v is None}
+        self.lineage.record_lineage(
+            self.name,
+            self.asset,
+            {
+                "run_id": self.run_id,
+                "code_version": self.code,
+                "fingerprint": self.fingerprint,
+                "config": self.config,
+                "input_versions": {k: {"fingerprint": v["fingerprint"], "run_id": v["run_id"]} for k, v in self.inputs.items()},
+                "checkpoint_path": checkpoint_path,
+                "checkpoint_hash": checkpoint_hash,
+                "metadata": plain,
+            },
+        )
+        meta = {**metadata, "fingerprint": self.fingerprint, "skipped_unchanged": False}
+        if checkpoint_path:
+            meta["checkpoint_path"] = dg.MetadataValue.path(checkpoint_path)
+        return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(self.fingerprint), check_results=check_results or None)
+
+
+def checkpoint_id(experiment: str, name: str, digest: str | None) -> str:
+    return f"{experiment}/{name}@{(digest or 'hub')[:12]}"
+
+
+def _plain(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if v is not None}

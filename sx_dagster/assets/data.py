@@ -1,0 +1,61 @@
+"""task_dataset: the train and test questions with gold answers."""
+
+from collections import Counter
+
+import dagster as dg
+import pandas as pd
+
+from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
+from sx_dagster.core.steps import split_steps
+from sx_dagster.core.synthetic import SyntheticConfig
+from sx_dagster.core.tasks import DatasetError, TaskExample, load_jsonl, synthetic_examples
+from sx_dagster.resources import LineageStore
+
+CODE = code_version("data")
+
+
+def load_split(task, split: str) -> list[TaskExample]:
+    limit = task.n_train if split == "train" else task.n_test
+    if task.name == "synthetic":
+        cfg = SyntheticConfig(**task.synthetic.model_dump())
+        # Disjoint seeds for the two splits.
+        return synthetic_examples(limit, task.seed * 2 + (split == "test"), split, cfg)
+    path = task.train_path if split == "train" else task.test_path
+    if path:
+        return load_jsonl(path, task.name, split, limit)
+    if not task.hub_dataset:
+        raise DatasetError(f"task {task.name!r}: set {split}_path or hub_dataset")
+    from sx_dagster.ml.data import load_hub
+
+    return load_hub(task.hub_dataset, task.name, split, limit)
+
+
+@dg.asset(
+    partitions_def=experiment_partitions(),
+    group_name="data",
+    kinds={"duckdb", "python"},
+    code_version=CODE,
+    description="Train and test questions with gold rationales and answers (synthetic, GSM8K or MATH).",
+)
+def task_dataset(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.MaterializeResult:
+    stage = Stage(context, lineage, "task_dataset", CODE, sections=())
+    if (skip := stage.unchanged()) is not None:
+        return skip
+    try:
+        train, test = load_split(stage.exp.task, "train"), load_split(stage.exp.task, "test")
+    except DatasetError as e:
+        raise dg.Failure(f"[{stage.name}] {e}") from None
+    df = pd.DataFrame([e.__dict__ for e in train + test])
+    df["experiment"], df["run_id"], df["parent_id"] = stage.name, stage.run_id, None
+    lineage.replace_partition(stage.name, {"questions": df})
+    steps = Counter(len(split_steps(e.rationale or "", stage.exp.task.name)) for e in train)
+    stage.log(f"{len(train)} train and {len(test)} test questions written")
+    return stage.done(
+        {
+            "n_train": len(train),
+            "n_test": len(test),
+            "task": stage.exp.task.name,
+            "steps_per_gold_rationale": dg.MetadataValue.json(dict(sorted(steps.items()))),
+            "example": dg.MetadataValue.md(f"**Q:** {train[0].question}\n\n```\n{train[0].rationale}\n```"),
+        }
+    )

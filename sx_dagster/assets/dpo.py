@@ -1,0 +1,71 @@
+"""trained_model (Self-Explore: DPO on D_g-pair) and outcome_dpo_model (the baseline: the
+same DPO on D_pair). Both start from the RFT model with the RFT model as reference
+(paper §3.3)."""
+
+import dagster as dg
+
+from sx_dagster.assets._plots import line_plot
+from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
+from sx_dagster.assets.models import _record_checkpoint
+from sx_dagster.resources import AcceleratorResource, CheckpointStore, LineageStore
+from sx_dagster.resources.checkpoints import checkpoint_hash
+
+CODE = code_version("dpo")
+PARTITIONS = experiment_partitions()
+
+
+def _dpo(stage: Stage, lineage, checkpoints, accelerator, pairs_table: str, name: str) -> dg.MaterializeResult:
+    from sx_dagster.ml.training import train_dpo
+
+    df = lineage.query(f"SELECT prompt, chosen, rejected FROM {pairs_table} WHERE experiment = ? ORDER BY id", [stage.name])
+    if df.empty:
+        raise dg.Failure(f"[{stage.name}] {pairs_table} is empty: nothing to train {name} on")
+    rft_path, rft_id = stage.input_checkpoint("rft_checkpoint")
+    cfg = stage.exp.dpo
+    stage.log(f"DPO on {len(df)} {pairs_table} (beta {cfg.beta}, lr {cfg.learning_rate}, {cfg.epochs} epochs, loss {cfg.loss_type})")
+    with checkpoints.writing(stage.name, name) as tmp:
+        result = train_dpo(rft_path, rft_path, df.to_dict("records"), tmp, cfg, accelerator.precision(), stage.exp.seed, stage.log)
+    path = checkpoints.path(stage.name, name)
+    digest = checkpoint_hash(path)
+    _record_checkpoint(lineage, stage, name, str(path), digest, rft_id)
+    steps, losses = zip(*result.losses, strict=True) if result.losses else ((), ())
+    meta = {
+        "pairs": len(df),
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "reward_margin": result.extra.get("rewards/margins"),
+        "reward_accuracy": result.extra.get("rewards/accuracies"),
+        "train_seconds": round(result.seconds, 1),
+        "loss_curve": line_plot(steps, losses, "DPO loss", "step", "loss") if losses else None,
+    }
+    return stage.done(meta, str(path), digest)
+
+
+@dg.asset(
+    partitions_def=PARTITIONS,
+    group_name="dpo",
+    kinds={"pytorch", "trl"},
+    code_version=CODE,
+    deps=["dpo_pairs", "rft_checkpoint"],
+    description="Self-Explore: DPO on the step-level pairs D_g-pair, from and against the RFT model.",
+)
+def trained_model(
+    context: dg.AssetExecutionContext, lineage: LineageStore, checkpoints: CheckpointStore, accelerator: AcceleratorResource
+) -> dg.MaterializeResult:
+    stage = Stage(context, lineage, "trained_model", CODE, sections=("dpo",), upstream=("dpo_pairs", "rft_checkpoint"))
+    return stage.unchanged(checkpoints) or _dpo(stage, lineage, checkpoints, accelerator, "dpo_pairs", "trained_model")
+
+
+@dg.asset(
+    partitions_def=PARTITIONS,
+    group_name="dpo",
+    kinds={"pytorch", "trl"},
+    code_version=CODE,
+    deps=["outcome_pairs", "rft_checkpoint"],
+    description="Baseline: the same DPO on the outcome-level pairs D_pair.",
+)
+def outcome_dpo_model(
+    context: dg.AssetExecutionContext, lineage: LineageStore, checkpoints: CheckpointStore, accelerator: AcceleratorResource
+) -> dg.MaterializeResult:
+    stage = Stage(context, lineage, "outcome_dpo_model", CODE, sections=("dpo",), upstream=("outcome_pairs", "rft_checkpoint"))
+    return stage.unchanged(checkpoints) or _dpo(stage, lineage, checkpoints, accelerator, "outcome_pairs", "outcome_dpo_model")

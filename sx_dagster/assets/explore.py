@@ -1,0 +1,179 @@
+"""first_pit_labels: self-exploration (paper §3.2). The explorer (the RFT model) writes k
+completions from each step prefix of every rejected rationale in D_pair; the first step
+from which none reaches the gold answer is the first pit. Committed in chunks."""
+
+from collections import Counter, defaultdict
+
+import dagster as dg
+import pandas as pd
+
+from sx_dagster.assets._plots import bar_plot
+from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
+from sx_dagster.assets.sampling import crash_if_asked
+from sx_dagster.core.answers import extract_answer, is_correct
+from sx_dagster.core.pits import ExplorationPlan, explorable_steps
+from sx_dagster.core.prompts import prefix_prompt
+from sx_dagster.core.steps import split_steps
+from sx_dagster.core.synthetic import SyntheticProblem, true_first_error
+from sx_dagster.resources import AcceleratorResource, GeneratorResource, LineageStore
+
+CODE = code_version("explore")
+
+
+def explore_chunk(backend, rows: pd.DataFrame, exp, seed: int) -> tuple[list[dict], list[dict]]:
+    """Run the first-pit search for a chunk of rejected rationales, batched across them.
+
+    Returns (exploration rows, pit rows) without the bookkeeping columns.
+    """
+    from sx_dagster.ml.generation import SamplingParams
+
+    task, cfg = exp.task.name, exp.explore
+    items = []
+    for r in rows.itertuples():
+        steps = split_steps(r.rejected, task)
+        has_answer = bool(steps) and extract_answer(steps[-1], task) is not None
+        plan = ExplorationPlan(explorable_steps(steps, has_answer), cfg.k, cfg.strategy, cfg.batch)
+        items.append((r, steps, plan, {"gen": 0, "prompt": 0}))
+    explorations: list[dict] = []
+    round_ = 0
+    while True:
+        requests = [(item, req) for item in items for req in item[2].requests()]
+        if not requests:
+            break
+        by_n: dict[int, list] = defaultdict(list)
+        for item, req in requests:
+            by_n[req.n].append((item, req))
+        for n, group in sorted(by_n.items()):
+            prompts = [prefix_prompt(item[0].question, item[1], req.step, task) for item, req in group]
+            params = SamplingParams(n, cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed * 1009 + round_, task)
+            for (item, req), gens in zip(group, backend.generate(prompts, params), strict=True):
+                r, _, plan, cost = item
+                start = len(plan.outcomes.get(req.step, []))
+                outcomes = []
+                for j, g in enumerate(gens):
+                    pred = extract_answer(g.text, task)
+                    ok = is_correct(pred, r.answer, task)
+                    outcomes.append(ok)
+                    cost["gen"] += g.n_tokens
+                    cost["prompt"] += g.prompt_tokens
+                    explorations.append(
+                        dict(
+                            id=f"{r.pair_id}/x{req.step}.{start + j}",
+                            pair_id=r.pair_id,
+                            sample_id=r.rejected_sample_id,
+                            step=req.step,
+                            idx=start + j,
+                            text=g.text,
+                            pred=pred,
+                            correct=ok,
+                            n_tokens=g.n_tokens,
+                            parent_id=r.rejected_sample_id,
+                        )
+                    )
+                plan.record(req.step, outcomes)
+        round_ += 1
+    pits = []
+    for r, steps, plan, cost in items:
+        tfe = None
+        if task == "synthetic":
+            tfe = true_first_error(SyntheticProblem.from_json(r.meta), r.rejected)
+        pits.append(
+            dict(
+                pair_id=r.pair_id,
+                sample_id=r.rejected_sample_id,
+                question_id=r.question_id,
+                n_steps=len(steps),
+                explored_steps=len(plan.outcomes),
+                pit=plan.first_pit,
+                true_first_error=tfe,
+                strategy=cfg.strategy,
+                k=cfg.k,
+                completions=sum(map(len, plan.outcomes.values())),
+                generated_tokens=cost["gen"],
+                prompt_tokens=cost["prompt"],
+                parent_id=r.pair_id,
+            )
+        )
+    return explorations, pits
+
+
+@dg.asset(
+    partitions_def=experiment_partitions(),
+    group_name="exploration",
+    kinds={"pytorch", "duckdb"},
+    code_version=CODE,
+    deps=["outcome_pairs", "rft_checkpoint"],
+    description="Self-exploration: the first pit of every rejected rationale in D_pair, found by the RFT explorer "
+    "(k completions per step prefix).",
+)
+def first_pit_labels(
+    context: dg.AssetExecutionContext,
+    lineage: LineageStore,
+    accelerator: AcceleratorResource,
+    generator: GeneratorResource,
+) -> dg.MaterializeResult:
+    stage = Stage(context, lineage, "first_pit_labels", CODE, sections=("explore",), upstream=("outcome_pairs", "rft_checkpoint"))
+    if (skip := stage.unchanged()) is not None:
+        return skip
+    exp = stage.exp
+    pairs = lineage.query(
+        "SELECT p.id AS pair_id, p.question_id, p.rejected_sample_id, p.rejected, q.question, q.answer, q.meta "
+        "FROM outcome_pairs p JOIN questions q ON q.experiment = p.experiment AND q.id = p.question_id "
+        "WHERE p.experiment = ? ORDER BY p.id",
+        [stage.name],
+    )
+    size = exp.explore.chunk_pairs
+    chunks = [pairs.iloc[i : i + size] for i in range(0, len(pairs), size)]
+    done = lineage.committed_chunks(stage.name, "first_pit_labels", stage.fingerprint, ["explorations", "pits"])
+    if done:
+        stage.log(f"resuming: {len(done)}/{len(chunks)} chunks already committed")
+    explorer_path, explorer_id = stage.input_checkpoint("rft_checkpoint")
+    backend, committed = None, 0
+    for c, chunk in enumerate(chunks):
+        if c in done:
+            continue
+        if backend is None:
+            backend = generator.load(explorer_path, accelerator, exp.gen_batch_size, stage.log)
+        if committed:
+            crash_if_asked(committed)
+        seed = exp.seed * 1_000_003 + 7919 * c
+        explorations, pits = explore_chunk(backend, chunk, exp, seed)
+        writes = {}
+        for table, rows in (("explorations", explorations), ("pits", pits)):
+            df = pd.DataFrame(rows)
+            df["experiment"], df["run_id"], df["chunk"], df["checkpoint_id"] = stage.name, stage.run_id, c, explorer_id
+            if table == "explorations":
+                df["seed"] = seed
+            writes[table] = df
+        lineage.commit_chunk(stage.name, "first_pit_labels", c, stage.fingerprint, stage.run_id, writes)
+        committed += 1
+        found = sum(p["pit"] is not None for p in pits)
+        stage.log(f"chunk {c + 1}/{len(chunks)}: {len(pits)} rationales explored, {found} pits, {len(explorations)} completions")
+    if backend is not None:
+        backend.close()
+    return stage.done(pit_metadata(lineage.query("SELECT * FROM pits WHERE experiment = ?", [stage.name]), len(chunks), len(done)))
+
+
+def pit_metadata(pits: pd.DataFrame, n_chunks: int, n_resumed: int) -> dict:
+    found = pits[pits["pit"].notna()]
+    hist = Counter(int(p) for p in found["pit"])
+    meta = {
+        "rejected_explored": len(pits),
+        "pits_found": len(found),
+        "no_pit_dropped": int(pits["pit"].isna().sum()),
+        "completions": int(pits["completions"].sum()),
+        "generated_tokens": int(pits["generated_tokens"].sum()),
+        "prompt_tokens": int(pits["prompt_tokens"].sum()),
+        "chunks": n_chunks,
+        "chunks_resumed": n_resumed,
+        "pit_histogram": bar_plot(sorted(hist), [hist[k] for k in sorted(hist)], "first pit", "rationales") if hist else None,
+    }
+    known = pits[pits["true_first_error"].notna()]
+    if len(known):
+        # Synthetic task only: how often the explorer's pit is the true first error.
+        pit = known["pit"].fillna(-1).astype(int)
+        tfe = known["true_first_error"].astype(int)
+        meta["pit_equals_true_first_error"] = round(float((pit == tfe).mean()), 4)
+        meta["pit_earlier_than_true"] = round(float(((pit != -1) & (pit < tfe)).mean()), 4)
+        meta["pit_later_than_true"] = round(float((pit > tfe).mean()), 4)
+    return meta

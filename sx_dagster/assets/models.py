@@ -1,0 +1,201 @@
+"""base_model, sft_checkpoint, rft_checkpoint: the supervised stages (paper §3.1).
+
+SFT and RFT both fine-tune the *base* model; the RFT model is the explorer, the DPO
+reference and the DPO starting point.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from sx_dagster.assets._plots import line_plot
+from sx_dagster.assets._stage import Stage, checkpoint_id, code_version, experiment_partitions
+from sx_dagster.core.prompts import question_prompt
+from sx_dagster.core.rft import select_rft
+from sx_dagster.resources import AcceleratorResource, CheckpointStore, LineageStore
+from sx_dagster.resources.checkpoints import checkpoint_hash
+
+CODE = code_version("models")
+PARTITIONS = experiment_partitions()
+
+
+def _record_checkpoint(lineage: LineageStore, stage: Stage, name: str, path: str, digest: str | None, parent: str | None):
+    df = pd.DataFrame(
+        [
+            dict(
+                experiment=stage.name,
+                id=checkpoint_id(stage.name, name, digest),
+                name=name,
+                path=path,
+                hash=digest,
+                parent_id=parent,
+                run_id=stage.run_id,
+            )
+        ]
+    )
+    lineage.replace_partition(stage.name, {"checkpoints": df}, where=f"AND name = '{name}'")
+
+
+def _train_metadata(result, n_rows: int) -> dict:
+    steps, losses = zip(*result.losses, strict=True) if result.losses else ((), ())
+    return {
+        "train_rows": n_rows,
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "train_seconds": round(result.seconds, 1),
+        "loss_curve": line_plot(steps, losses, "training loss", "step", "loss") if losses else None,
+    }
+
+
+@dg.asset(
+    partitions_def=PARTITIONS,
+    group_name="models",
+    kinds={"pytorch", "huggingface"},
+    code_version=CODE,
+    deps=["task_dataset"],
+    description="The base model: a Hugging Face id or local path, or 'tiny' (a Llama-style model and BPE built here).",
+)
+def base_model(context: dg.AssetExecutionContext, lineage: LineageStore, checkpoints: CheckpointStore) -> dg.MaterializeResult:
+    stage = Stage(context, lineage, "base_model", CODE, sections=(), upstream=("task_dataset",))
+    if (skip := stage.unchanged(checkpoints)) is not None:
+        return skip
+    from sx_dagster.ml.models import ModelLoadError, load_tokenizer
+
+    m = stage.exp.model
+    if m.name != "tiny":
+        try:
+            tok = load_tokenizer(m.name)  # cheap: fails early, naming the model, if it cannot be found
+        except ModelLoadError as e:
+            raise dg.Failure(f"[{stage.name}] {e}") from None
+        local = Path(m.name).is_dir()
+        digest = checkpoint_hash(m.name) if local else None
+        _record_checkpoint(lineage, stage, "base_model", m.name, digest, None)
+        return stage.done({"model": m.name, "vocab_size": len(tok), "local": local}, m.name, digest)
+
+    from sx_dagster.ml.tiny import build_tiny_model, save_tiny, train_tokenizer
+
+    texts = lineage.query(
+        "SELECT question || chr(10) || coalesce(rationale, '') AS t FROM questions WHERE experiment = ? AND split = 'train'",
+        [stage.name],
+    )["t"].tolist()
+    tokenizer = train_tokenizer(texts, m.tiny.vocab_size)
+    model = build_tiny_model(m.tiny, tokenizer, stage.exp.seed)
+    with checkpoints.writing(stage.name, "base_model") as tmp:
+        save_tiny(model, tokenizer, tmp)
+    path = checkpoints.path(stage.name, "base_model")
+    digest = checkpoint_hash(path)
+    _record_checkpoint(lineage, stage, "base_model", str(path), digest, None)
+    n_params = sum(p.numel() for p in model.parameters())
+    stage.log(f"tiny model: {n_params:,} parameters, vocabulary {len(tokenizer)}")
+    return stage.done({"model": "tiny", "parameters": n_params, "vocab_size": len(tokenizer)}, str(path), digest)
+
+
+def _train(
+    stage: Stage, lineage, checkpoints, accelerator, name: str, rows: list[dict], section, extra: dict | None = None
+) -> dg.MaterializeResult:
+    from sx_dagster.ml.training import train_sft
+
+    base_path, base_id = stage.input_checkpoint("base_model")
+    stage.log(f"fine-tuning {base_path} on {len(rows)} rows ({section.epochs} epochs, lr {section.learning_rate})")
+    with checkpoints.writing(stage.name, name) as tmp:
+        result = train_sft(base_path, rows, tmp, section, accelerator.precision(), stage.exp.seed, stage.log)
+    path = checkpoints.path(stage.name, name)
+    digest = checkpoint_hash(path)
+    _record_checkpoint(lineage, stage, name, str(path), digest, base_id)
+    return stage.done({**_train_metadata(result, len(rows)), **(extra or {})}, str(path), digest)
+
+
+@dg.asset(
+    partitions_def=PARTITIONS,
+    group_name="models",
+    kinds={"pytorch", "trl"},
+    code_version=CODE,
+    deps=["base_model", "task_dataset"],
+    description="SFT: the base model fine-tuned on the gold training rationales (TRL SFTTrainer).",
+)
+def sft_checkpoint(
+    context: dg.AssetExecutionContext,
+    lineage: LineageStore,
+    checkpoints: CheckpointStore,
+    accelerator: AcceleratorResource,
+) -> dg.MaterializeResult:
+    stage = Stage(context, lineage, "sft_checkpoint", CODE, sections=("sft",), upstream=("task_dataset", "base_model"))
+    if (skip := stage.unchanged(checkpoints)) is not None:
+        return skip
+    q = lineage.query(
+        "SELECT question, rationale FROM questions WHERE experiment = ? AND split = 'train' AND rationale IS NOT NULL ORDER BY id",
+        [stage.name],
+    )
+    rows = [{"prompt": question_prompt(a), "completion": b} for a, b in zip(q["question"], q["rationale"], strict=True)]
+    return _train(stage, lineage, checkpoints, accelerator, "sft_checkpoint", rows, stage.exp.sft)
+
+
+@dg.asset(
+    partitions_def=PARTITIONS,
+    group_name="models",
+    kinds={"pytorch", "trl"},
+    code_version=CODE,
+    deps=["base_model", "sampled_rationales"],
+    description="RFT: the base model fine-tuned on correct, de-duplicated samples (<= 8 per question). "
+    "The explorer, DPO reference and DPO start.",
+)
+def rft_checkpoint(
+    context: dg.AssetExecutionContext,
+    lineage: LineageStore,
+    checkpoints: CheckpointStore,
+    accelerator: AcceleratorResource,
+) -> dg.MaterializeResult:
+    stage = Stage(
+        context, lineage, "rft_checkpoint", CODE, sections=("rft",), upstream=("task_dataset", "base_model", "sampled_rationales")
+    )
+    if (skip := stage.unchanged(checkpoints)) is not None:
+        return skip
+    exp = stage.exp
+    samples = lineage.query(
+        "SELECT s.id, s.question_id, s.text, s.correct, q.question, q.rationale FROM samples s "
+        "JOIN questions q ON q.experiment = s.experiment AND q.id = s.question_id "
+        "WHERE s.experiment = ? ORDER BY s.question_id, s.idx",
+        [stage.name],
+    )
+    records = []
+    for qid, g in samples.groupby("question_id", sort=True):
+        texts = g["text"].tolist()
+        for i in select_rft(texts, g["correct"].tolist(), exp.task.name, exp.rft.max_per_question):
+            records.append(
+                dict(
+                    id=f"{qid}/rft/{g['id'].iloc[i]}",
+                    question_id=qid,
+                    sample_id=g["id"].iloc[i],
+                    source="sample",
+                    prompt=question_prompt(g["question"].iloc[0]),
+                    completion=texts[i],
+                    parent_id=g["id"].iloc[i],
+                )
+            )
+    n_selected = len(records)
+    if exp.rft.include_gold:
+        gold = lineage.query(
+            "SELECT id, question, rationale FROM questions WHERE experiment = ? AND split = 'train' AND rationale IS NOT NULL",
+            [stage.name],
+        )
+        for qid, qq, r in zip(gold["id"], gold["question"], gold["rationale"], strict=True):
+            records.append(
+                dict(
+                    id=f"{qid}/rft/gold",
+                    question_id=qid,
+                    sample_id=None,
+                    source="gold",
+                    prompt=question_prompt(qq),
+                    completion=r,
+                    parent_id=qid,
+                )
+            )
+    df = pd.DataFrame(records)
+    df["experiment"], df["run_id"] = stage.name, stage.run_id
+    lineage.replace_partition(stage.name, {"rft_data": df})
+    n_q = df[df.source == "sample"]["question_id"].nunique() if len(df) else 0
+    stage.log(f"RFT data: {n_selected} selected samples over {n_q} questions (+ gold: {exp.rft.include_gold})")
+    rows = [{"prompt": p, "completion": c} for p, c in zip(df["prompt"], df["completion"], strict=True)]
+    extra = {"rft_selected_samples": n_selected, "rft_questions_covered": int(n_q)}
+    return _train(stage, lineage, checkpoints, accelerator, "rft_checkpoint", rows, exp.rft, extra)

@@ -1,0 +1,99 @@
+"""``sx-dagster``: run the whole graph for an experiment in-process and print the eval table.
+
+    sx-dagster run [--experiment tiny-synthetic]   materialize everything, then print the table
+    sx-dagster table [--experiment NAME]           print the last eval table from DuckDB
+    sx-dagster ui                                  open the Dagster UI on 127.0.0.1:3000
+
+Runs are recorded in $DAGSTER_HOME (default <project>/.dagster_home), so they show in the UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from sx_dagster.config import DEFAULT_EXPERIMENT
+from sx_dagster.paths import PROJECT_ROOT, dagster_home
+
+
+def _instance():
+    import dagster as dg
+
+    home = dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    (home / "dagster.yaml").touch(exist_ok=True)
+    return dg.DagsterInstance.get()
+
+
+def run(experiment: str) -> int:
+    import dagster as dg
+
+    from sx_dagster.assets import ALL_ASSETS
+    from sx_dagster.config import get_experiment
+    from sx_dagster.definitions import resources
+
+    get_experiment(experiment)  # a clear error before anything starts
+    t0 = time.time()
+    result = dg.materialize(ALL_ASSETS, partition_key=experiment, resources=resources(), instance=_instance(), raise_on_error=False)
+    timings = []
+    for ev in result.all_events:
+        if ev.event_type_value == "STEP_SUCCESS":
+            timings.append((ev.step_key, ev.event_specific_data.duration_ms / 1000))
+    print(f"\nper-asset wall time ({experiment}):")
+    for key, secs in timings:
+        print(f"  {key:<22} {secs:7.1f} s")
+    print(f"  {'total':<22} {time.time() - t0:7.1f} s")
+    if not result.success:
+        print("\nthe run failed; see the errors above (and the run in the UI: sx-dagster ui)", file=sys.stderr)
+        return 1
+    return table(experiment)
+
+
+def table(experiment: str) -> int:
+    from sx_dagster.assets.evaluate import format_scores
+    from sx_dagster.resources import LineageStore
+
+    df = LineageStore().query("SELECT * FROM eval_scores WHERE experiment = ? ORDER BY rowid", [experiment])
+    if df.empty:
+        print(f"no eval scores for {experiment!r} yet: run `sx-dagster run --experiment {experiment}`", file=sys.stderr)
+        return 1
+    print(f"\nSelf-Explore eval: {experiment} (greedy test accuracy, %)\n")
+    print(format_scores(df))
+    return 0
+
+
+def ui(port: int) -> int:
+    _instance()
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
+    # Default signal handlers in the child so Ctrl-C / SIGTERM stop the webserver and daemon.
+    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        return proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="sx-dagster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("run", "table"):
+        s = sub.add_parser(name)
+        s.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+    s = sub.add_parser("ui")
+    s.add_argument("--port", type=int, default=3000)
+    args = p.parse_args(argv)
+    if args.cmd == "run":
+        return run(args.experiment)
+    if args.cmd == "table":
+        return table(args.experiment)
+    return ui(args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

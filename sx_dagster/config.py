@@ -1,0 +1,216 @@
+"""Experiments: base model x task x hyperparameters, read from YAML and validated.
+
+One experiment is one Dagster partition (its name is the partition key). Every knob of a
+stage lives in its section here, with the paper's value as the default where the paper
+gives one (Hwang et al. 2024, §4 and Appendix).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_EXPERIMENTS_FILE = PACKAGE_DIR / "experiments" / "experiments.yaml"
+DEFAULT_EXPERIMENT = "tiny-synthetic"
+
+
+class ConfigError(ValueError):
+    """An experiments file that cannot be used; the message names the file and the field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TinyModelConfig(_Section):
+    """A small Llama-style model built locally (no download)."""
+
+    hidden_size: int = Field(192, ge=16)
+    num_layers: int = Field(3, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(768, ge=16)
+    vocab_size: int = Field(512, ge=64, description="target size of the locally trained BPE")
+    max_position_embeddings: int = Field(512, ge=64)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TinyModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        return self
+
+
+class ModelSection(_Section):
+    name: str = Field(description="'tiny', a Hugging Face model id, or a local model directory")
+    tiny: TinyModelConfig = TinyModelConfig()
+    few_shot: int = Field(4, ge=0, description="examples in the base model's few-shot eval prompt")
+
+
+class SyntheticSection(_Section):
+    min_steps: int = 2
+    max_steps: int = 4
+    max_start: int = 20
+    max_operand: int = 9
+    max_factor: int = 3
+    max_value: int = 999
+    ops: tuple[str, ...] = ("+", "-", "*")
+    distractor_prob: float = 0.0
+
+
+class TaskSection(_Section):
+    name: Literal["synthetic", "gsm8k", "math"]
+    train_path: str | None = Field(None, description="local JSONL; else the Hub dataset is used")
+    test_path: str | None = None
+    hub_dataset: str | None = Field(None, description="Hub dataset id used when no local path is given")
+    n_train: int | None = Field(None, ge=1, description="questions used for training (None = all)")
+    n_test: int | None = Field(None, ge=1, description="test questions evaluated (None = all)")
+    seed: int = 0
+    synthetic: SyntheticSection = SyntheticSection()
+
+    @model_validator(mode="after")
+    def _synthetic_sizes(self) -> TaskSection:
+        if self.name == "synthetic" and (self.n_train is None or self.n_test is None):
+            raise ValueError("the synthetic task needs n_train and n_test")
+        return self
+
+
+class TrainSection(_Section):
+    """Hyperparameters of one supervised stage (SFT or RFT)."""
+
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(1e-5, gt=0)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    weight_decay: float = 0.0
+    max_length: int = Field(512, ge=16)
+
+
+class SamplingSection(_Section):
+    n: int = Field(100, ge=1, description="rationales sampled per training question (paper: N=100)")
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(512, ge=1)
+    chunk_questions: int = Field(64, ge=1, description="questions per committed chunk (resume unit)")
+
+
+class RFTSection(TrainSection):
+    max_per_question: int = Field(8, ge=1)
+    include_gold: bool = Field(True, description="train on the gold rationales too (Yuan et al. 2023)")
+
+
+class ExploreSection(_Section):
+    k: int = Field(4, ge=1, description="completions per step prefix (paper: k=4)")
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(512, ge=1)
+    strategy: Literal["linear", "early-stop"] = "linear"
+    batch: int = Field(1, ge=1, description="completions per draw for early-stop")
+    chunk_pairs: int = Field(64, ge=1, description="rejected rationales per committed chunk")
+
+
+class DPOSection(_Section):
+    beta: float = Field(0.1, gt=0)
+    learning_rate: float = Field(1e-6, gt=0)
+    epochs: float = Field(3.0, gt=0)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    loss_type: tuple[str, ...] = ("sigmoid",)
+    lr_scheduler: str = "linear"
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    optim: str = "rmsprop"
+    max_length: int = Field(1024, ge=16)
+
+    @field_validator("loss_type", mode="before")
+    @classmethod
+    def _as_tuple(cls, v: object) -> object:
+        return (v,) if isinstance(v, str) else v
+
+
+class EvalSection(_Section):
+    max_new_tokens: int = Field(512, ge=1)
+    batch_size: int = Field(64, ge=1)
+
+
+class ScheduleSection(_Section):
+    cron: str | None = Field(None, description="cron for the scheduled rerun; None = not scheduled")
+    target: Literal["eval", "all"] = "eval"
+
+
+class ExperimentConfig(_Section):
+    name: str
+    description: str = ""
+    seed: int = 0
+    model: ModelSection
+    task: TaskSection
+    sft: TrainSection = TrainSection()
+    sampling: SamplingSection = SamplingSection()
+    rft: RFTSection = RFTSection()
+    explore: ExploreSection = ExploreSection()
+    dpo: DPOSection = DPOSection()
+    eval: EvalSection = EvalSection()
+    schedule: ScheduleSection = ScheduleSection()
+    gen_batch_size: int = Field(64, ge=1, description="prompts per generation batch (HF backend)")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_key(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_." for c in v):
+            raise ValueError(f"experiment name {v!r} must be letters, digits, '-', '_' or '.'")
+        return v
+
+    def section_dump(self, *sections: str) -> dict:
+        """The config a stage depends on, for fingerprints and lineage rows."""
+        d = self.model_dump(mode="json")
+        keep = {"name", "seed", "model", "task", *sections}
+        return {k: v for k, v in d.items() if k in keep}
+
+
+def experiments_file() -> Path:
+    return Path(os.environ.get("SX_EXPERIMENTS_FILE", DEFAULT_EXPERIMENTS_FILE))
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_experiments(path: str | Path | None = None) -> dict[str, ExperimentConfig]:
+    """All experiments of a YAML file, by name. ``defaults:`` is merged under each entry.
+
+    Raises :class:`ConfigError` naming the file, the experiment and the bad field.
+    """
+    p = Path(path) if path is not None else experiments_file()
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: experiments file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML: {e}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("experiments"), dict) or not raw["experiments"]:
+        raise ConfigError(f"{p}: expected a mapping with a non-empty 'experiments:' mapping")
+    defaults = raw.get("defaults") or {}
+    out: dict[str, ExperimentConfig] = {}
+    for name, body in raw["experiments"].items():
+        if not isinstance(body, dict):
+            raise ConfigError(f"{p}: experiment {name!r}: expected a mapping")
+        try:
+            out[name] = ExperimentConfig(**_merge(defaults, {**body, "name": name}))
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            raise ConfigError(f"{p}: experiment {name!r}: {problems}") from None
+    return out
+
+
+def get_experiment(name: str, path: str | Path | None = None) -> ExperimentConfig:
+    experiments = load_experiments(path)
+    if name not in experiments:
+        raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(sorted(experiments))}")
+    return experiments[name]

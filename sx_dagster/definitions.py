@@ -1,0 +1,68 @@
+"""Definitions: the Self-Explore asset graph, its jobs, schedules and resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from sx_dagster.assets import ALL_ASSETS
+from sx_dagster.config import load_experiments
+from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore
+
+PARTITIONS = ALL_ASSETS[0].partitions_def
+
+self_explore_job = dg.define_asset_job(
+    "self_explore",
+    selection=dg.AssetSelection.all(),
+    partitions_def=PARTITIONS,
+    description="The whole Self-Explore pipeline for one experiment: SFT -> sample -> RFT -> explore -> DPO -> evaluate.",
+)
+eval_job = dg.define_asset_job(
+    "evaluate",
+    selection=dg.AssetSelection.assets("eval_scores"),
+    partitions_def=PARTITIONS,
+    description="Re-run evaluation of all five models for one experiment.",
+)
+
+
+def _schedules() -> list[dg.ScheduleDefinition]:
+    """One schedule per experiment with ``schedule.cron``: re-run eval, or the whole graph."""
+    out = []
+    for name, exp in load_experiments().items():
+        if not exp.schedule.cron:
+            continue
+        job = eval_job if exp.schedule.target == "eval" else self_explore_job
+
+        def _run(context: dg.ScheduleEvaluationContext, _name: str = name) -> dg.RunRequest:
+            return dg.RunRequest(partition_key=_name, tags={"sx/scheduled": "true"})
+
+        out.append(
+            dg.ScheduleDefinition(
+                name=f"rerun_{exp.schedule.target}_{name}".replace("-", "_").replace(".", "_"),
+                cron_schedule=exp.schedule.cron,
+                job=job,
+                execution_fn=_run,
+                description=f"Scheduled re-run ({exp.schedule.target}) of experiment {name}",
+                default_status=dg.DefaultScheduleStatus.STOPPED,
+            )
+        )
+    return out
+
+
+def resources() -> dict:
+    return {
+        "lineage": LineageStore(),
+        "checkpoints": CheckpointStore(),
+        "accelerator": AcceleratorResource(),
+        "generator": GeneratorResource(),
+    }
+
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    jobs=[self_explore_job, eval_job],
+    schedules=_schedules(),
+    resources=resources(),
+    # One step at a time, each in its own process: GPU memory is freed between stages and
+    # DuckDB keeps a single writer.
+    executor=dg.multiprocess_executor.configured({"max_concurrent": 1}),
+)

@@ -1,0 +1,47 @@
+"""Loading models and tokenizers from a checkpoint directory or a Hugging Face id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded; the message names it and says why."""
+
+
+def load_tokenizer(name_or_path: str | Path, padding_side: str = "left") -> PreTrainedTokenizerBase:
+    try:
+        tok = AutoTokenizer.from_pretrained(str(name_or_path))
+    except Exception as e:  # noqa: BLE001 - re-raised with the name and the reason
+        raise ModelLoadError(f"cannot load tokenizer {str(name_or_path)!r}: {type(e).__name__}: {e}") from e
+    if tok.pad_token is None:
+        # Llama/Mistral ship no pad token; EOS as pad is the common choice and TRL handles it.
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_model(name_or_path: str | Path, device: str, dtype: str) -> PreTrainedModel:
+    """Weights in ``dtype`` on GPU; on CPU fp32 weights (bf16 runs as autocast, see ml.precision)."""
+    torch_dtype = DTYPES[dtype] if device != "cpu" else torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype)
+    except Exception as e:  # noqa: BLE001
+        raise ModelLoadError(f"cannot load model {str(name_or_path)!r}: {type(e).__name__}: {e}") from e
+    # A saved config may say use_cache: false; generation without the KV cache is ~20x slower.
+    model.config.use_cache = True
+    if model.generation_config is not None:
+        model.generation_config.use_cache = True
+    return model.to(device).eval()
+
+
+def token_counts(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[int]:
+    """Tokens per text as a trainer would count them (special tokens included)."""
+    if not texts:
+        return []
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
