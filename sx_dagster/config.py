@@ -201,8 +201,15 @@ def load_experiments(path: str | Path | None = None) -> dict[str, ExperimentConf
     for name, body in raw["experiments"].items():
         if not isinstance(body, dict):
             raise ConfigError(f"{p}: experiment {name!r}: expected a mapping")
+        merged = _merge(defaults, {**body, "name": name})
+        task = merged.get("task")
+        if isinstance(task, dict):
+            # Local data paths are relative to the experiments file, not to the current directory.
+            for key in ("train_path", "test_path"):
+                if isinstance(task.get(key), str):
+                    task[key] = str((p.parent / os.path.expandvars(task[key])).resolve())
         try:
-            out[name] = ExperimentConfig(**_merge(defaults, {**body, "name": name}))
+            out[name] = ExperimentConfig(**merged)
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
             raise ConfigError(f"{p}: experiment {name!r}: {problems}") from None

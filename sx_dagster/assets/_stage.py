@@ -72,8 +72,10 @@ class Stage:
         row = self.inputs[up]
         return row["checkpoint_path"], checkpoint_id(self.name, up, row["checkpoint_hash"])
 
-    def unchanged(self, checkpoints: CheckpointStore | None = None) -> dg.MaterializeResult | None:
-        """The previous result when code, config and inputs are identical: the cheap re-run."""
+    def unchanged(self, checkpoints: CheckpointStore | None = None, checks=None) -> dg.MaterializeResult | None:
+        """The previous result when code, config and inputs are identical: the cheap re-run.
+
+        ``checks`` re-evaluates the asset's checks on the stored rows (Dagster needs them)."""
         prev = self.lineage.latest_lineage(self.name, self.asset)
         if prev is None or prev["fingerprint"] != self.fingerprint:
             return None
@@ -85,6 +87,7 @@ class Stage:
         return dg.MaterializeResult(
             metadata={**_plain(meta), "skipped_unchanged": True, "fingerprint": self.fingerprint},
             data_version=dg.DataVersion(self.fingerprint),
+            check_results=checks() if checks is not None else None,
         )
 
     def done(

@@ -52,6 +52,11 @@ def _check_results(df: pd.DataFrame, max_length: int) -> list[dg.AssetCheckResul
     ]
 
 
+def _stored_checks(lineage: LineageStore, stage: Stage, table: str) -> list[dg.AssetCheckResult]:
+    df = lineage.query(f"SELECT chosen, rejected, truncated FROM {table} WHERE experiment = ?", [stage.name])
+    return _check_results(df, stage.exp.dpo.max_length)
+
+
 @dg.asset(
     partitions_def=PARTITIONS,
     group_name="pairs",
@@ -63,7 +68,7 @@ def _check_results(df: pd.DataFrame, max_length: int) -> list[dg.AssetCheckResul
 )
 def outcome_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.MaterializeResult:
     stage = Stage(context, lineage, "outcome_pairs", CODE, sections=("dpo",), upstream=("sampled_rationales", "rft_checkpoint"))
-    if (skip := stage.unchanged()) is not None:
+    if (skip := stage.unchanged(checks=lambda: _stored_checks(lineage, stage, "outcome_pairs"))) is not None:
         return skip
     exp = stage.exp
     kept = lineage.query(
@@ -117,7 +122,7 @@ def outcome_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> d
 )
 def dpo_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.MaterializeResult:
     stage = Stage(context, lineage, "dpo_pairs", CODE, sections=("dpo",), upstream=("first_pit_labels", "outcome_pairs"))
-    if (skip := stage.unchanged()) is not None:
+    if (skip := stage.unchanged(checks=lambda: _stored_checks(lineage, stage, "dpo_pairs"))) is not None:
         return skip
     exp, task = stage.exp, stage.exp.task.name
     pits = lineage.query(

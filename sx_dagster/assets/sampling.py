@@ -49,7 +49,7 @@ def sampled_rationales(
     generator: GeneratorResource,
 ) -> dg.MaterializeResult:
     stage = Stage(context, lineage, "sampled_rationales", CODE, sections=("sampling",), upstream=("task_dataset", "sft_checkpoint"))
-    if (skip := stage.unchanged()) is not None:
+    if (skip := stage.unchanged(checks=lambda: [n_per_question_check(lineage, stage)])) is not None:
         return skip
     exp, cfg = stage.exp, stage.exp.sampling
     questions = lineage.query(
@@ -101,21 +101,13 @@ def sampled_rationales(
         stage.log(f"chunk {c + 1}/{len(chunks)}: {len(df)} samples, {df['correct'].mean():.1%} correct")
     if backend is not None:
         backend.close()
+    check = n_per_question_check(lineage, stage)
     stats = lineage.query(
-        "SELECT count(*) AS n, avg(correct::INT) AS acc, count(DISTINCT question_id) AS nq, "
-        "max(cnt) AS max_per_q, min(cnt) AS min_per_q, "
+        "SELECT count(*) AS n, avg(correct::INT) AS acc, "
         "count(DISTINCT CASE WHEN correct THEN question_id END) AS q_with_correct, "
-        "count(DISTINCT CASE WHEN NOT correct THEN question_id END) AS q_with_wrong "
-        "FROM samples JOIN (SELECT question_id AS qid, count(*) AS cnt FROM samples WHERE experiment = ? GROUP BY 1) c "
-        "ON c.qid = samples.question_id WHERE experiment = ?",
-        [stage.name, stage.name],
+        "count(DISTINCT CASE WHEN NOT correct THEN question_id END) AS q_with_wrong FROM samples WHERE experiment = ?",
+        [stage.name],
     ).iloc[0]
-    n_ok = int(stats["nq"]) == len(questions) and int(stats["min_per_q"] or 0) == int(stats["max_per_q"] or -1) == cfg.n
-    check = dg.AssetCheckResult(
-        check_name="n_samples_per_question",
-        passed=bool(n_ok),
-        metadata={"questions": int(stats["nq"]), "min": int(stats["min_per_q"] or 0), "max": int(stats["max_per_q"] or 0)},
-    )
     meta = {
         "samples": int(stats["n"]),
         "sample_accuracy": round(float(stats["acc"] or 0), 4),
@@ -127,3 +119,19 @@ def sampled_rationales(
     if backend is not None:
         meta["generated_tokens_per_s"] = round(backend.stats.tokens_per_second(), 1)
     return stage.done(meta, check_results=[check])
+
+
+def n_per_question_check(lineage: LineageStore, stage: Stage) -> dg.AssetCheckResult:
+    """Every training question holds exactly N samples."""
+    c = lineage.query(
+        "SELECT count(*) AS nq, coalesce(min(n), 0) AS lo, coalesce(max(n), 0) AS hi FROM "
+        "(SELECT q.id, count(s.id) AS n FROM questions q LEFT JOIN samples s ON s.experiment = q.experiment "
+        "AND s.question_id = q.id WHERE q.experiment = ? AND q.split = 'train' GROUP BY q.id)",
+        [stage.name],
+    ).iloc[0]
+    n = stage.exp.sampling.n
+    return dg.AssetCheckResult(
+        check_name="n_samples_per_question",
+        passed=bool(int(c["lo"]) == int(c["hi"]) == n),
+        metadata={"questions": int(c["nq"]), "min": int(c["lo"]), "max": int(c["hi"]), "n": n},
+    )

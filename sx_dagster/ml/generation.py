@@ -59,15 +59,31 @@ class GenerationBackend(Protocol):
 
 
 class _StopAtAnswer(StoppingCriteria):
-    """Per-sequence stop once its continuation holds a finished answer line."""
+    """Per-sequence stop once its continuation holds a finished answer line.
+
+    Incremental: each step decodes only the newest token of each sequence and appends it to
+    that sequence's text, so the cost per step is one token per sequence, not the whole
+    continuation (the markers it looks for are ASCII, so per-token decoding is exact enough).
+    """
 
     def __init__(self, tokenizer, prompt_len: int, task: str) -> None:
         self.tokenizer, self.prompt_len, self.task = tokenizer, prompt_len, task
+        self.texts: list[str] = []
+        self.done: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        new = input_ids[:, self.prompt_len :]
-        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return torch.tensor([answer_complete(t, self.task) for t in texts], dtype=torch.bool, device=input_ids.device)
+        if self.done is None:
+            self.texts = [""] * input_ids.shape[0]
+            self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if input_ids.shape[1] <= self.prompt_len:
+            return self.done.clone()
+        last = self.tokenizer.batch_decode(input_ids[:, -1:], skip_special_tokens=True)
+        for i, piece in enumerate(last):
+            if not self.done[i]:
+                self.texts[i] += piece
+                if answer_complete(self.texts[i][-200:], self.task):
+                    self.done[i] = True
+        return self.done.clone()
 
 
 @dataclass

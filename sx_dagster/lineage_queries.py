@@ -1,0 +1,23 @@
+"""Documented lineage queries over the DuckDB store (also in the README)."""
+
+# Trace one step-level DPO pair back to everything that produced it: the D_pair pair, the
+# rejected rationale and the SFT checkpoint that sampled it, the exploration completions
+# from the prefix before the pit, and the explorer (RFT) checkpoint. Parameters: experiment,
+# dpo_pairs.id.
+TRACE_DPO_PAIR_SQL = """
+SELECT d.id AS dpo_pair_id, d.pit, d.prompt, d.chosen, d.rejected, d.chosen_source,
+       op.id AS outcome_pair_id, s.id AS rationale_id, s.text AS rationale, s.seed AS sample_seed,
+       sc.path AS sampler_checkpoint, x.id AS exploration_id, x.step AS explored_step, x.text AS completion,
+       x.correct AS completion_correct, ec.path AS explorer_checkpoint, ec.hash AS explorer_hash,
+       l.run_id AS pairs_run_id, l.config AS pairs_config
+FROM dpo_pairs d
+JOIN outcome_pairs op ON op.experiment = d.experiment AND op.id = d.pair_id
+JOIN samples s ON s.experiment = d.experiment AND s.id = op.rejected_sample_id
+JOIN checkpoints sc ON sc.experiment = d.experiment AND sc.id = s.checkpoint_id
+LEFT JOIN explorations x ON x.experiment = d.experiment AND x.pair_id = d.pair_id AND x.step = d.pit - 1
+LEFT JOIN checkpoints ec ON ec.experiment = d.experiment AND ec.id = x.checkpoint_id
+LEFT JOIN (SELECT * FROM lineage WHERE asset = 'dpo_pairs' QUALIFY row_number() OVER
+           (PARTITION BY experiment ORDER BY created_at DESC) = 1) l ON l.experiment = d.experiment
+WHERE d.experiment = ? AND d.id = ?
+ORDER BY x.idx
+"""
