@@ -67,16 +67,28 @@ def table(experiment: str) -> int:
     return 0
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def ui(port: int) -> int:
     _instance()
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
-    # Default signal handlers in the child so Ctrl-C / SIGTERM stop the webserver and daemon.
+    # A launcher started in the background inherits SIGINT as ignored, and so would `dagster dev`
+    # (then Ctrl-C/SIGINT/SIGTERM leave the webserver, daemon and code servers running). Restore
+    # the handlers here and in the child; `dagster dev` then shuts its services down itself.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         return proc.wait()
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
-        return proc.wait()
+        try:
+            return proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

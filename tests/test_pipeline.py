@@ -252,3 +252,17 @@ def test_dagster_cli_materializes_a_partition(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _count(LineageStore(database=str(tmp_path / "sx.duckdb")), "questions", "micro-b") == 36
+
+
+def test_backfill_over_experiment_partitions_from_the_cli(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "SX_DATA_DIR": str(tmp_path), "DAGSTER_HOME": str(home)}
+    cmd = [sys.executable, "-m", "dagster", "job", "backfill", "-m", "sx_dagster.definitions", "-j", "self_explore",
+           "--partitions", "micro,micro-b", "--noprompt"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    instance = dg.DagsterInstance.from_config(str(home))
+    backfills = instance.get_backfills()
+    assert len(backfills) == 1
+    assert sorted(backfills[0].partition_names) == ["micro", "micro-b"]

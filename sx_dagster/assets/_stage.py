@@ -20,7 +20,7 @@ def code_version(*modules: str) -> str:
     makes the stage's fingerprint, and Dagster's code version, change."""
     h = hashlib.sha256()
     files = sorted((_PKG / "core").glob("*.py")) + sorted((_PKG / "ml").glob("*.py"))
-    files += [_PKG / "assets" / f"{m}.py" for m in modules] + [_PKG / "assets" / "_stage.py"]
+    files += [_PKG / "assets" / f"{m}.py" for m in modules] + sorted((_PKG / "assets").glob("_*.py"))
     for f in files:
         h.update(f.read_bytes())
     return h.hexdigest()[:12]

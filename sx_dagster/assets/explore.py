@@ -7,9 +7,9 @@ from collections import Counter, defaultdict
 import dagster as dg
 import pandas as pd
 
+from sx_dagster.assets._chunks import run_chunks
 from sx_dagster.assets._plots import bar_plot
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
-from sx_dagster.assets.sampling import crash_if_asked
 from sx_dagster.core.answers import extract_answer, is_correct
 from sx_dagster.core.pits import ExplorationPlan, explorable_steps
 from sx_dagster.core.prompts import prefix_prompt
@@ -124,34 +124,20 @@ def first_pit_labels(
     )
     size = exp.explore.chunk_pairs
     chunks = [pairs.iloc[i : i + size] for i in range(0, len(pairs), size)]
-    done = lineage.committed_chunks(stage.name, "first_pit_labels", stage.fingerprint, ["explorations", "pits"])
-    if done:
-        stage.log(f"resuming: {len(done)}/{len(chunks)} chunks already committed")
     explorer_path, explorer_id = stage.input_checkpoint("rft_checkpoint")
-    backend, committed = None, 0
-    for c, chunk in enumerate(chunks):
-        if c in done:
-            continue
-        if backend is None:
-            backend = generator.load(explorer_path, accelerator, exp.gen_batch_size, stage.log)
-        if committed:
-            crash_if_asked(committed)
+
+    def explore(backend, c: int, chunk: pd.DataFrame) -> dict[str, pd.DataFrame]:
         seed = exp.seed * 1_000_003 + 7919 * c
         explorations, pits = explore_chunk(backend, chunk, exp, seed)
-        writes = {}
-        for table, rows in (("explorations", explorations), ("pits", pits)):
-            df = pd.DataFrame(rows)
-            df["experiment"], df["run_id"], df["chunk"], df["checkpoint_id"] = stage.name, stage.run_id, c, explorer_id
-            if table == "explorations":
-                df["seed"] = seed
-            writes[table] = df
-        lineage.commit_chunk(stage.name, "first_pit_labels", c, stage.fingerprint, stage.run_id, writes)
-        committed += 1
-        found = sum(p["pit"] is not None for p in pits)
-        stage.log(f"chunk {c + 1}/{len(chunks)}: {len(pits)} rationales explored, {found} pits, {len(explorations)} completions")
-    if backend is not None:
-        backend.close()
-    return stage.done(pit_metadata(lineage.query("SELECT * FROM pits WHERE experiment = ?", [stage.name]), len(chunks), len(done)))
+        x, p = pd.DataFrame(explorations), pd.DataFrame(pits)
+        x["checkpoint_id"], x["seed"], p["checkpoint_id"] = explorer_id, seed, explorer_id
+        found = int(p["pit"].notna().sum()) if len(p) else 0
+        stage.log(f"chunk {c + 1}/{len(chunks)}: {len(p)} rationales explored, {found} pits, {len(x)} completions")
+        return {"explorations": x, "pits": p}
+
+    load = lambda: generator.load(explorer_path, accelerator, exp.gen_batch_size, stage.log)  # noqa: E731
+    _, resumed = run_chunks(stage, lineage, ["explorations", "pits"], chunks, load, explore)
+    return stage.done(pit_metadata(lineage.query("SELECT * FROM pits WHERE experiment = ?", [stage.name]), len(chunks), resumed))
 
 
 def pit_metadata(pits: pd.DataFrame, n_chunks: int, n_resumed: int) -> dict:

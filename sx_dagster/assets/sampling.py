@@ -2,12 +2,10 @@
 each graded by its final answer. Committed in chunks of questions; a re-run after a crash
 continues from the last committed chunk."""
 
-import os
-import signal
-
 import dagster as dg
 import pandas as pd
 
+from sx_dagster.assets._chunks import run_chunks
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
 from sx_dagster.core.answers import extract_answer, is_correct
 from sx_dagster.core.calculator import check_annotations
@@ -15,15 +13,6 @@ from sx_dagster.core.prompts import question_prompt
 from sx_dagster.resources import AcceleratorResource, GeneratorResource, LineageStore
 
 CODE = code_version("sampling")
-# Test hook: kill -9 this process after this many chunks were committed in this run,
-# in the middle of generating the next one (tests/test_pipeline.py uses it).
-CRASH_AFTER_CHUNKS_ENV = "SX_TEST_CRASH_AFTER_CHUNKS"
-
-
-def crash_if_asked(committed_this_run: int) -> None:
-    limit = os.environ.get(CRASH_AFTER_CHUNKS_ENV)
-    if limit is not None and committed_this_run >= int(limit):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dg.asset(
@@ -56,28 +45,19 @@ def sampled_rationales(
         "SELECT id, question, answer FROM questions WHERE experiment = ? AND split = 'train' ORDER BY id", [stage.name]
     )
     chunks = [questions.iloc[i : i + cfg.chunk_questions] for i in range(0, len(questions), cfg.chunk_questions)]
-    done = lineage.committed_chunks(stage.name, "sampled_rationales", stage.fingerprint, ["samples"])
-    if done:
-        stage.log(f"resuming: {len(done)}/{len(chunks)} chunks already committed")
     model_path, ckpt_id = stage.input_checkpoint("sft_checkpoint")
-    backend = None
-    committed = 0
-    for c, chunk in enumerate(chunks):
-        if c in done:
-            continue
-        if backend is None:
-            backend = generator.load(model_path, accelerator, exp.gen_batch_size, stage.log)
-        seed = exp.seed * 1_000_003 + c
+
+    def sample_chunk(backend, c: int, chunk: pd.DataFrame) -> dict[str, pd.DataFrame]:
         from sx_dagster.ml.generation import SamplingParams
 
+        seed = exp.seed * 1_000_003 + c
         params = SamplingParams(cfg.n, cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed, exp.task.name)
-        if committed:
-            crash_if_asked(committed)
         outs = backend.generate([question_prompt(q) for q in chunk["question"]], params)
         rows = []
         for qid, gold, gens in zip(chunk["id"], chunk["answer"], outs, strict=True):
             for j, g in enumerate(gens):
                 pred = extract_answer(g.text, exp.task.name)
+                correct = is_correct(pred, gold, exp.task.name)
                 rows.append(
                     dict(
                         id=f"{qid}/s{j}",
@@ -85,22 +65,20 @@ def sampled_rationales(
                         idx=j,
                         text=g.text,
                         pred=pred,
-                        correct=is_correct(pred, gold, exp.task.name),
+                        correct=correct,
                         annotations_ok=check_annotations(g.text),
                         n_tokens=g.n_tokens,
-                        chunk=c,
                         checkpoint_id=ckpt_id,
                         seed=seed,
                         parent_id=qid,
                     )
                 )
         df = pd.DataFrame(rows)
-        df["experiment"], df["run_id"] = stage.name, stage.run_id
-        lineage.commit_chunk(stage.name, "sampled_rationales", c, stage.fingerprint, stage.run_id, {"samples": df})
-        committed += 1
         stage.log(f"chunk {c + 1}/{len(chunks)}: {len(df)} samples, {df['correct'].mean():.1%} correct")
-    if backend is not None:
-        backend.close()
+        return {"samples": df}
+
+    load = lambda: generator.load(model_path, accelerator, exp.gen_batch_size, stage.log)  # noqa: E731
+    gen_stats, resumed = run_chunks(stage, lineage, ["samples"], chunks, load, sample_chunk)
     check = n_per_question_check(lineage, stage)
     stats = lineage.query(
         "SELECT count(*) AS n, avg(correct::INT) AS acc, "
@@ -114,10 +92,10 @@ def sampled_rationales(
         "questions_with_a_correct_sample": int(stats["q_with_correct"]),
         "questions_with_a_wrong_sample": int(stats["q_with_wrong"]),
         "chunks": len(chunks),
-        "chunks_resumed": len(done),
+        "chunks_resumed": resumed,
     }
-    if backend is not None:
-        meta["generated_tokens_per_s"] = round(backend.stats.tokens_per_second(), 1)
+    if gen_stats is not None:
+        meta["generated_tokens_per_s"] = round(gen_stats.tokens_per_second(), 1)
     return stage.done(meta, check_results=[check])
 
 
