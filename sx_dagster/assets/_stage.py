@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
 from sx_dagster.config import ConfigError, ExperimentConfig, get_experiment, load_experiments
 from sx_dagster.resources import CheckpointStore, LineageStore
@@ -71,6 +72,19 @@ class Stage:
         """(path or model id, checkpoint id) of an upstream model asset."""
         row = self.inputs[up]
         return row["checkpoint_path"], checkpoint_id(self.name, up, row["checkpoint_hash"])
+
+    def record_checkpoint(self, name: str, path: str, digest: str | None, parent: str | None) -> None:
+        """One row per model checkpoint (path and hash), replaced when the asset is re-run."""
+        row = dict(
+            experiment=self.name,
+            id=checkpoint_id(self.name, name, digest),
+            name=name,
+            path=path,
+            hash=digest,
+            parent_id=parent,
+            run_id=self.run_id,
+        )
+        self.lineage.replace_partition(self.name, {"checkpoints": pd.DataFrame([row])}, "AND name = ?", [name])
 
     def unchanged(self, checkpoints: CheckpointStore | None = None, checks=None) -> dg.MaterializeResult | None:
         """The previous result when code, config and inputs are identical: the cheap re-run.

@@ -6,7 +6,6 @@ import dagster as dg
 
 from sx_dagster.assets._plots import line_plot
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
-from sx_dagster.assets.models import _record_checkpoint
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, LineageStore
 from sx_dagster.resources.checkpoints import checkpoint_hash
 
@@ -27,7 +26,7 @@ def _dpo(stage: Stage, lineage, checkpoints, accelerator, pairs_table: str, name
         result = train_dpo(rft_path, rft_path, df.to_dict("records"), tmp, cfg, accelerator.precision(), stage.exp.seed, stage.log)
     path = checkpoints.path(stage.name, name)
     digest = checkpoint_hash(path)
-    _record_checkpoint(lineage, stage, name, str(path), digest, rft_id)
+    stage.record_checkpoint(name, str(path), digest, rft_id)
     steps, losses = zip(*result.losses, strict=True) if result.losses else ((), ())
     meta = {
         "pairs": len(df),

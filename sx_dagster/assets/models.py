@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from sx_dagster.assets._plots import line_plot
-from sx_dagster.assets._stage import Stage, checkpoint_id, code_version, experiment_partitions
+from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
 from sx_dagster.core.prompts import question_prompt
 from sx_dagster.core.rft import select_rft
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, LineageStore
@@ -18,23 +18,6 @@ from sx_dagster.resources.checkpoints import checkpoint_hash
 
 CODE = code_version("models")
 PARTITIONS = experiment_partitions()
-
-
-def _record_checkpoint(lineage: LineageStore, stage: Stage, name: str, path: str, digest: str | None, parent: str | None):
-    df = pd.DataFrame(
-        [
-            dict(
-                experiment=stage.name,
-                id=checkpoint_id(stage.name, name, digest),
-                name=name,
-                path=path,
-                hash=digest,
-                parent_id=parent,
-                run_id=stage.run_id,
-            )
-        ]
-    )
-    lineage.replace_partition(stage.name, {"checkpoints": df}, where=f"AND name = '{name}'")
 
 
 def _train_metadata(result, n_rows: int) -> dict:
@@ -70,7 +53,7 @@ def base_model(context: dg.AssetExecutionContext, lineage: LineageStore, checkpo
             raise dg.Failure(f"[{stage.name}] {e}") from None
         local = Path(m.name).is_dir()
         digest = checkpoint_hash(m.name) if local else None
-        _record_checkpoint(lineage, stage, "base_model", m.name, digest, None)
+        stage.record_checkpoint("base_model", m.name, digest, None)
         return stage.done({"model": m.name, "vocab_size": len(tok), "local": local}, m.name, digest)
 
     from sx_dagster.ml.tiny import build_tiny_model, save_tiny, train_tokenizer
@@ -85,7 +68,7 @@ def base_model(context: dg.AssetExecutionContext, lineage: LineageStore, checkpo
         save_tiny(model, tokenizer, tmp)
     path = checkpoints.path(stage.name, "base_model")
     digest = checkpoint_hash(path)
-    _record_checkpoint(lineage, stage, "base_model", str(path), digest, None)
+    stage.record_checkpoint("base_model", str(path), digest, None)
     n_params = sum(p.numel() for p in model.parameters())
     stage.log(f"tiny model: {n_params:,} parameters, vocabulary {len(tokenizer)}")
     return stage.done({"model": "tiny", "parameters": n_params, "vocab_size": len(tokenizer)}, str(path), digest)
@@ -102,7 +85,7 @@ def _train(
         result = train_sft(base_path, rows, tmp, section, accelerator.precision(), stage.exp.seed, stage.log)
     path = checkpoints.path(stage.name, name)
     digest = checkpoint_hash(path)
-    _record_checkpoint(lineage, stage, name, str(path), digest, base_id)
+    stage.record_checkpoint(name, str(path), digest, base_id)
     return stage.done({**_train_metadata(result, len(rows)), **(extra or {})}, str(path), digest)
 
 

@@ -115,13 +115,13 @@ def outcome_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> d
     group_name="pairs",
     kinds={"duckdb"},
     code_version=CODE,
-    deps=["first_pit_labels", "outcome_pairs"],
+    deps=["first_pit_labels", "outcome_pairs", "rft_checkpoint"],
     check_specs=_pair_checks("dpo_pairs"),
     description="D_g-pair: step-level pairs. Prompt = question + steps before the first pit, rejected = the pit step, "
     "chosen = a correct exploration from the prefix (or the correct sample when the pit is step 1).",
 )
 def dpo_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.MaterializeResult:
-    stage = Stage(context, lineage, "dpo_pairs", CODE, sections=("dpo",), upstream=("first_pit_labels", "outcome_pairs"))
+    stage = Stage(context, lineage, "dpo_pairs", CODE, sections=("dpo",), upstream=("first_pit_labels", "outcome_pairs", "rft_checkpoint"))
     if (skip := stage.unchanged(checks=lambda: _stored_checks(lineage, stage, "dpo_pairs"))) is not None:
         return skip
     exp, task = stage.exp, stage.exp.task.name
@@ -171,7 +171,7 @@ def dpo_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.Ma
             "parent_id",
         ],
     )
-    df = _with_lengths(df, _explorer_path(lineage, stage), exp.dpo.max_length)
+    df = _with_lengths(df, stage.input_checkpoint("rft_checkpoint")[0], exp.dpo.max_length)
     df["experiment"], df["run_id"] = stage.name, stage.run_id
     lineage.replace_partition(stage.name, {"dpo_pairs": df})
     hist = Counter(int(p) for p in df["pit"])
@@ -185,10 +185,3 @@ def dpo_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.Ma
         "pair_pit_histogram": bar_plot(sorted(hist), [hist[k] for k in sorted(hist)], "pit step of pairs", "pairs") if hist else None,
     }
     return stage.done(meta, check_results=_check_results(df, exp.dpo.max_length))
-
-
-def _explorer_path(lineage: LineageStore, stage: Stage) -> str:
-    row = lineage.latest_lineage(stage.name, "rft_checkpoint")
-    if row is None:
-        raise dg.Failure(f"dpo_pairs: rft_checkpoint has not been materialized for {stage.name!r}")
-    return row["checkpoint_path"]

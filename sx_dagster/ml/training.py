@@ -111,7 +111,7 @@ def train_sft(
     if not rows:
         raise ValueError("no training rows")
     tokenizer = load_tokenizer(model_path, padding_side="right")
-    model = load_model(model_path, precision.device, "float32" if precision.device == "cpu" else precision.dtype)
+    model = load_model(model_path, precision.device, precision.dtype)
     model.train()
     args = SFTConfig(**_common(section, precision, seed, out_dir, len(rows)), weight_decay=section.weight_decay)
     result = TrainResult()
@@ -140,10 +140,9 @@ def train_dpo(
     if not rows:
         raise ValueError("no preference pairs")
     tokenizer = load_tokenizer(model_path, padding_side="right")
-    weights = "float32" if precision.device == "cpu" else precision.dtype
-    model = load_model(model_path, precision.device, weights)
+    model = load_model(model_path, precision.device, precision.dtype)
     model.train()
-    ref = load_model(ref_path, precision.device, weights)
+    ref = load_model(ref_path, precision.device, precision.dtype)
     args = DPOConfig(
         **_common(section, precision, seed, out_dir, len(rows)),
         beta=section.beta,

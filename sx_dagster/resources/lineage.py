@@ -84,15 +84,15 @@ class LineageStore(dg.ConfigurableResource):
             conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
             conn.unregister("_rows")
 
-    def replace_partition(self, experiment: str, writes: dict[str, pd.DataFrame], where: str = "") -> None:
-        """Replace ``experiment``'s rows of each table (optionally only those matching ``where``)
-        with the given frames, all in one transaction."""
+    def replace_partition(self, experiment: str, writes: dict[str, pd.DataFrame], where: str = "", params: Sequence = ()) -> None:
+        """Replace ``experiment``'s rows of each table (optionally only those matching the SQL
+        condition ``where`` with bound ``params``) with the given frames, in one transaction."""
         self.ensure_schema()
         with self.connect() as conn:
             conn.execute("BEGIN TRANSACTION")
             try:
                 for table, df in writes.items():
-                    conn.execute(f"DELETE FROM {table} WHERE experiment = ? {where}", [experiment])
+                    conn.execute(f"DELETE FROM {table} WHERE experiment = ? {where}", [experiment, *params])
                     self._insert(conn, table, df)
                 conn.execute("COMMIT")
             except BaseException:
