@@ -258,11 +258,67 @@ def test_backfill_over_experiment_partitions_from_the_cli(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = {**os.environ, "SX_DATA_DIR": str(tmp_path), "DAGSTER_HOME": str(home)}
-    cmd = [sys.executable, "-m", "dagster", "job", "backfill", "-m", "sx_dagster.definitions", "-j", "self_explore",
-           "--partitions", "micro,micro-b", "--noprompt"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "job",
+        "backfill",
+        "-m",
+        "sx_dagster.definitions",
+        "-j",
+        "self_explore",
+        "--partitions",
+        "micro,micro-b",
+        "--noprompt",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     instance = dg.DagsterInstance.from_config(str(home))
     backfills = instance.get_backfills()
     assert len(backfills) == 1
     assert sorted(backfills[0].partition_names) == ["micro", "micro-b"]
+
+
+def test_first_pit_labels_resume_after_kill_9_matches_an_uninterrupted_run(micro, tmp_path):
+    import shutil
+
+    src, _, original, _ = micro
+    shutil.copy(src / "sx.duckdb", tmp_path / "sx.duckdb")
+    store = LineageStore(database=str(tmp_path / "sx.duckdb"))
+    for sql in (
+        "DELETE FROM explorations WHERE experiment = 'micro'",
+        "DELETE FROM pits WHERE experiment = 'micro'",
+        "DELETE FROM chunks WHERE experiment = 'micro' AND asset = 'first_pit_labels'",
+        "DELETE FROM lineage WHERE experiment = 'micro' AND asset = 'first_pit_labels'",
+    ):
+        store.query(sql)
+    expected = original.query("SELECT pair_id, pit, completions FROM pits WHERE experiment = 'micro' ORDER BY pair_id")
+    n_chunks = -(-len(expected) // 3)
+    assert n_chunks >= 2, "the micro config must give exploration at least two chunks"
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, 'tests'); import test_pipeline as t;"
+        f"t._materialize(Path({str(tmp_path)!r}), 'micro', selection=['first_pit_labels'])"
+    )
+    env = {**os.environ, "SX_TEST_CRASH_AFTER_CHUNKS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert store.query("SELECT chunk FROM chunks WHERE experiment = 'micro' AND asset = 'first_pit_labels'")["chunk"].tolist() == [0]
+    result = _materialize(tmp_path, "micro", selection=["first_pit_labels"])
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["chunks_resumed"].value == 1 and meta["chunks"].value == n_chunks
+    got = store.query("SELECT pair_id, pit, completions FROM pits WHERE experiment = 'micro' ORDER BY pair_id")
+    assert got.equals(expected)  # same pits as the run that was never interrupted
+    ids = store.query("SELECT id FROM explorations WHERE experiment = 'micro'")["id"]
+    assert ids.is_unique and len(ids) == int(expected["completions"].sum())
+
+
+def test_schedule_requests_a_rerun_of_its_experiment():
+    from sx_dagster.definitions import defs
+
+    schedules = {s.name: s for s in defs.schedules}
+    assert schedules  # the micro file gives micro a schedule
+    name, schedule = next(iter(schedules.items()))
+    requests = schedule.evaluate_tick(dg.build_schedule_context(repository_def=defs.get_repository_def())).run_requests
+    assert [r.partition_key for r in requests] == ["micro"]
+    assert schedule.job_name == "evaluate" and schedule.cron_schedule == "0 4 * * *"
