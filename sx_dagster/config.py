@@ -65,7 +65,8 @@ class TaskSection(_Section):
     name: Literal["synthetic", "gsm8k", "math"]
     train_path: str | None = Field(None, description="local JSONL; else the Hub dataset is used")
     test_path: str | None = None
-    hub_dataset: str | None = Field(None, description="Hub dataset id used when no local path is given")
+    hub_dataset: str | None = Field(None, description="Hub dataset 'id' or 'id:config', used when no local path is given")
+    hub_test_dataset: str | None = Field(None, description="Hub dataset for the test split; None = hub_dataset")
     n_train: int | None = Field(None, ge=1, description="questions used for training (None = all)")
     n_test: int | None = Field(None, ge=1, description="test questions evaluated (None = all)")
     seed: int = 0

@@ -15,6 +15,8 @@ def test_shipped_experiments_hold_the_paper_grid():
     assert m.dpo.learning_rate == 1e-7 and exps["deepseek-math-7b-gsm8k"].dpo.learning_rate == 1e-6
     assert exps["mistral-7b-math"].sampling.max_new_tokens == 1024
     assert exps["tiny-synthetic"].model.name == "tiny"
+    math = exps["llemma-7b-math"].task
+    assert math.hub_dataset == "DigitalLearningGmbH/MATH-lighteval:default" and math.hub_test_dataset == "HuggingFaceH4/MATH-500"
 
 
 def _write(tmp_path, text):

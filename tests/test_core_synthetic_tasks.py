@@ -101,3 +101,17 @@ def test_malformed_rows_name_file_and_line(tmp_path):
         load_jsonl(path, "gsm8k", "train")
     with pytest.raises(DatasetError, match="no such file"):
         load_jsonl(tmp_path / "missing.jsonl", "gsm8k", "train")
+
+
+def test_hub_row_shapes():
+    from sx_dagster.core.tasks import gsm8k_example, math_example
+
+    g = gsm8k_example({"question": "Q?", "answer": "2+3 = <<2+3=5>>5\n#### 5"}, "hub:openai/gsm8k:train:0", "train", 0)
+    assert g.answer == "5" and g.rationale.endswith("The answer is 5")
+    lighteval = {"problem": "P?", "solution": r"So $x = \boxed{\frac{1}{2}}$.", "level": "Level 2", "type": "Algebra"}
+    m = math_example(lighteval, "hub:MATH-lighteval:train:0", "train", 0)
+    assert m.answer == r"\frac{1}{2}" and m.rationale.endswith(r"The answer is: \frac{1}{2}")
+    m500 = math_example({"problem": "P?", "solution": r"... \boxed{3}", "answer": "3"}, "hub:MATH-500:test:0", "test", 0)
+    assert m500.answer == "3" and m500.question == "P?"
+    with pytest.raises(DatasetError, match="hub:x:0: no final answer"):
+        math_example({"problem": "P?", "solution": "no answer"}, "hub:x:0", "train", 0)

@@ -322,3 +322,8 @@ def test_schedule_requests_a_rerun_of_its_experiment():
     requests = schedule.evaluate_tick(dg.build_schedule_context(repository_def=defs.get_repository_def())).run_requests
     assert [r.partition_key for r in requests] == ["micro"]
     assert schedule.job_name == "evaluate" and schedule.cron_schedule == "0 4 * * *"
+
+
+def test_hub_dataset_offline_is_a_clear_error(tmp_path):
+    with pytest.raises(dg.Failure, match=r"cannot load Hub dataset 'openai/gsm8k' split 'train'.*train_path"):
+        _materialize(tmp_path, "hub-offline", selection=["task_dataset"])

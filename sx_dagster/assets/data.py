@@ -23,11 +23,12 @@ def load_split(task, split: str) -> list[TaskExample]:
     path = task.train_path if split == "train" else task.test_path
     if path:
         return load_jsonl(path, task.name, split, limit)
-    if not task.hub_dataset:
+    hub = (task.hub_test_dataset or task.hub_dataset) if split == "test" else task.hub_dataset
+    if not hub:
         raise DatasetError(f"task {task.name!r}: set {split}_path or hub_dataset")
     from sx_dagster.ml.data import load_hub
 
-    return load_hub(task.hub_dataset, task.name, split, limit)
+    return load_hub(hub, task.name, split, limit)
 
 
 @dg.asset(
