@@ -148,7 +148,7 @@ def _too_hostile(s: str) -> bool:
     return deepest > 12 or depth != 0
 
 
-def is_correct(pred: str | None, gold: str, task: str, timeout_s: float = 0.9) -> bool:
+def is_correct(pred: str | None, gold: str, task: str, timeout_s: float = 0.75) -> bool:
     """Whether a predicted final answer equals the gold answer.
 
     ``synthetic`` / ``gsm8k``: numeric equality (relative tolerance 1e-6) after
