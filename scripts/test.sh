@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-.venv/bin/ruff check sx_dagster tests
+.venv/bin/ruff check sx_dagster tests benchmarks
 exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,116 @@
+"""Exploration cost by strategy, on a materialized experiment's explorer and rejected rationales.
+
+    python benchmarks/exploration.py --db data/sx.duckdb --experiment tiny-synthetic --limit 200
+
+Prints, per strategy: generated and prefill tokens, wall time, pits found, agreement with
+``linear`` (the paper) and with the synthetic task's true first error; then HF batched
+generation throughput against a one-sequence-at-a-time loop on the same prompts. Writes the
+table as CSV next to this file (benchmarks/out/). Needs the experiment materialized up to
+``outcome_pairs`` and ``rft_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+from sx_dagster.assets.explore import explore_chunk
+from sx_dagster.config import get_experiment
+from sx_dagster.core.prompts import prefix_prompt
+from sx_dagster.core.steps import split_steps
+from sx_dagster.ml.generation import HFBackend, SamplingParams
+from sx_dagster.resources import AcceleratorResource, LineageStore
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", required=True)
+    p.add_argument("--experiment", default="tiny-synthetic")
+    p.add_argument("--limit", type=int, default=200, help="rejected rationales explored")
+    p.add_argument(
+        "--strategies",
+        default="linear,linear@1,early-stop",
+        help="comma list; 'name@d' reruns a strategy with seed + d (the sampling-noise floor)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    exp = get_experiment(args.experiment)
+    store = LineageStore(database=args.db)
+    rft = store.latest_lineage(exp.name, "rft_checkpoint")
+    if rft is None:
+        raise SystemExit(f"{args.db}: rft_checkpoint not materialized for {exp.name}")
+    rows = store.query(
+        "SELECT p.id AS pair_id, p.question_id, p.rejected_sample_id, p.rejected, q.question, q.answer, q.meta "
+        "FROM outcome_pairs p JOIN questions q ON q.experiment = p.experiment AND q.id = p.question_id "
+        "WHERE p.experiment = ? ORDER BY p.id LIMIT ?",
+        [exp.name, args.limit],
+    )
+    acc = AcceleratorResource()
+    device, dtype = acc.resolve_device(), acc.resolve_dtype()
+    table, pits_by = [], {}
+    for strategy in args.strategies.split(","):
+        name, _, offset = strategy.partition("@")
+        cfg = exp.model_copy(update={"explore": exp.explore.model_copy(update={"strategy": name})})
+        backend = HFBackend(rft["checkpoint_path"], device, dtype, exp.gen_batch_size)
+        t = time.perf_counter()
+        _, pits = explore_chunk(backend, rows, cfg, args.seed + int(offset or 0))
+        wall = time.perf_counter() - t
+        pits_by[strategy] = {r["pair_id"]: r["pit"] for r in pits}
+        known = [r for r in pits if r["true_first_error"] is not None]
+        table.append(
+            dict(
+                strategy=strategy,
+                rationales=len(pits),
+                completions=sum(r["completions"] for r in pits),
+                generated_tokens=sum(r["generated_tokens"] for r in pits),
+                prefill_tokens=sum(r["prompt_tokens"] for r in pits),
+                wall_s=round(wall, 1),
+                pits_found=sum(r["pit"] is not None for r in pits),
+                pit_equals_true_first_error=round(sum(r["pit"] == r["true_first_error"] for r in known) / max(1, len(known)), 3),
+            )
+        )
+    base = pits_by.get("linear")
+    for row in table:
+        mine = pits_by[row["strategy"]]
+        row["agreement_with_linear"] = round(sum(mine[k] == base[k] for k in mine) / len(mine), 3) if base else None
+        if table[0]["strategy"] == "linear":
+            row["tokens_vs_linear"] = round(row["generated_tokens"] / max(1, table[0]["generated_tokens"]), 3)
+
+    # Throughput: the same prefix prompts, batched vs one sequence at a time.
+    prompts = []
+    for r in rows.head(32).itertuples():
+        steps = split_steps(r.rejected, exp.task.name)
+        prompts.append(prefix_prompt(r.question, steps, 1, exp.task.name))
+    params = SamplingParams(4, exp.explore.temperature, exp.explore.top_p, exp.explore.max_new_tokens, args.seed, exp.task.name)
+    batched = HFBackend(rft["checkpoint_path"], device, dtype, exp.gen_batch_size)
+    batched.generate(prompts, params)
+    naive = HFBackend(rft["checkpoint_path"], device, dtype, batch_size=1)
+    one = SamplingParams(1, params.temperature, params.top_p, params.max_new_tokens, args.seed, params.task)
+    t = time.perf_counter()
+    for prompt in prompts:
+        for _ in range(params.n):
+            naive.generate([prompt], one)
+    naive.stats.seconds = time.perf_counter() - t
+
+    cols = list(table[0])
+    print(" | ".join(cols))
+    for row in table:
+        print(" | ".join(str(row.get(c)) for c in cols))
+    b, n = batched.stats.tokens_per_second(), naive.stats.tokens_per_second()
+    print(
+        f"\nHF generation on {len(prompts)} prefixes x n={params.n}: batched {b:,.0f} tokens/s, "
+        f"one-at-a-time {n:,.0f} tokens/s ({b / max(n, 1e-9):.1f}x)"
+    )
+    out = Path(__file__).resolve().parent / "out"
+    out.mkdir(exist_ok=True)
+    with (out / "exploration.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(table)
+
+
+if __name__ == "__main__":
+    main()
