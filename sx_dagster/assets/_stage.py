@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from sx_dagster.assets._plots import line_plot
 from sx_dagster.config import ConfigError, ExperimentConfig, get_experiment, load_experiments
 from sx_dagster.resources import CheckpointStore, LineageStore
+from sx_dagster.resources.checkpoints import checkpoint_hash
 
 _PKG = Path(__file__).resolve().parents[1]
 
@@ -73,6 +76,18 @@ class Stage:
         row = self.inputs[up]
         return row["checkpoint_path"], checkpoint_id(self.name, up, row["checkpoint_hash"])
 
+    def write_checkpoint(
+        self, checkpoints: CheckpointStore, name: str, write: Callable[[Path], object], parent: str | None
+    ) -> tuple[str, str, object]:
+        """``write(tmp_dir)`` into a temporary directory that becomes the checkpoint when it
+        returns; hashed and recorded. Returns (path, hash, what ``write`` returned)."""
+        with checkpoints.writing(self.name, name) as tmp:
+            out = write(tmp)
+        path = checkpoints.path(self.name, name)
+        digest = checkpoint_hash(path)
+        self.record_checkpoint(name, str(path), digest, parent)
+        return str(path), digest, out
+
     def record_checkpoint(self, name: str, path: str, digest: str | None, parent: str | None) -> None:
         """One row per model checkpoint (path and hash), replaced when the asset is re-run."""
         row = dict(
@@ -94,7 +109,7 @@ class Stage:
         if prev is None or prev["fingerprint"] != self.fingerprint:
             return None
         path = prev.get("checkpoint_path")
-        if checkpoints is not None and path and not Path(path).exists() and path.startswith("/"):
+        if checkpoints is not None and path and Path(path).is_absolute() and not Path(path).exists():
             return None
         meta = json.loads(prev["metadata"] or "{}")
         self.log(f"unchanged since run {prev['run_id']} (fingerprint {self.fingerprint}): skipped")
@@ -130,6 +145,22 @@ class Stage:
         if checkpoint_path:
             meta["checkpoint_path"] = dg.MetadataValue.path(checkpoint_path)
         return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(self.fingerprint), check_results=check_results or None)
+
+
+_TRAINER_EXTRAS = {"rewards/margins": "reward_margin", "rewards/accuracies": "reward_accuracy"}
+
+
+def train_metadata(result, title: str) -> dict:
+    """What a trainer looks at: steps, final loss, time, the loss curve (and DPO rewards)."""
+    steps, losses = zip(*result.losses, strict=True) if result.losses else ((), ())
+    meta = {
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "train_seconds": round(result.seconds, 1),
+        "loss_curve": line_plot(steps, losses, title, "step", "loss") if losses else None,
+    }
+    meta.update({label: result.extra[key] for key, label in _TRAINER_EXTRAS.items() if key in result.extra})
+    return meta
 
 
 def checkpoint_id(experiment: str, name: str, digest: str | None) -> str:

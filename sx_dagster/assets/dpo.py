@@ -4,10 +4,8 @@ same DPO on D_pair). Both start from the RFT model with the RFT model as referen
 
 import dagster as dg
 
-from sx_dagster.assets._plots import line_plot
-from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
+from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, train_metadata
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, LineageStore
-from sx_dagster.resources.checkpoints import checkpoint_hash
 
 CODE = code_version("dpo")
 PARTITIONS = experiment_partitions()
@@ -22,22 +20,10 @@ def _dpo(stage: Stage, lineage, checkpoints, accelerator, pairs_table: str, name
     rft_path, rft_id = stage.input_checkpoint("rft_checkpoint")
     cfg = stage.exp.dpo
     stage.log(f"DPO on {len(df)} {pairs_table} (beta {cfg.beta}, lr {cfg.learning_rate}, {cfg.epochs} epochs, loss {cfg.loss_type})")
-    with checkpoints.writing(stage.name, name) as tmp:
-        result = train_dpo(rft_path, rft_path, df.to_dict("records"), tmp, cfg, accelerator.precision(), stage.exp.seed, stage.log)
-    path = checkpoints.path(stage.name, name)
-    digest = checkpoint_hash(path)
-    stage.record_checkpoint(name, str(path), digest, rft_id)
-    steps, losses = zip(*result.losses, strict=True) if result.losses else ((), ())
-    meta = {
-        "pairs": len(df),
-        "steps": result.steps,
-        "final_loss": result.final_loss,
-        "reward_margin": result.extra.get("rewards/margins"),
-        "reward_accuracy": result.extra.get("rewards/accuracies"),
-        "train_seconds": round(result.seconds, 1),
-        "loss_curve": line_plot(steps, losses, "DPO loss", "step", "loss") if losses else None,
-    }
-    return stage.done(meta, str(path), digest)
+    records = df.to_dict("records")
+    train = lambda tmp: train_dpo(rft_path, rft_path, records, tmp, cfg, accelerator.precision(), stage.exp.seed, stage.log)  # noqa: E731
+    path, digest, result = stage.write_checkpoint(checkpoints, name, train, rft_id)
+    return stage.done({"pairs": len(df), **train_metadata(result, "DPO loss")}, path, digest)
 
 
 @dg.asset(

@@ -9,8 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from sx_dagster.assets._plots import line_plot
-from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
+from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, train_metadata
 from sx_dagster.core.prompts import question_prompt
 from sx_dagster.core.rft import select_rft
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, LineageStore
@@ -18,17 +17,6 @@ from sx_dagster.resources.checkpoints import checkpoint_hash
 
 CODE = code_version("models")
 PARTITIONS = experiment_partitions()
-
-
-def _train_metadata(result, n_rows: int) -> dict:
-    steps, losses = zip(*result.losses, strict=True) if result.losses else ((), ())
-    return {
-        "train_rows": n_rows,
-        "steps": result.steps,
-        "final_loss": result.final_loss,
-        "train_seconds": round(result.seconds, 1),
-        "loss_curve": line_plot(steps, losses, "training loss", "step", "loss") if losses else None,
-    }
 
 
 @dg.asset(
@@ -64,29 +52,20 @@ def base_model(context: dg.AssetExecutionContext, lineage: LineageStore, checkpo
     )["t"].tolist()
     tokenizer = train_tokenizer(texts, m.tiny.vocab_size)
     model = build_tiny_model(m.tiny, tokenizer, stage.exp.seed)
-    with checkpoints.writing(stage.name, "base_model") as tmp:
-        save_tiny(model, tokenizer, tmp)
-    path = checkpoints.path(stage.name, "base_model")
-    digest = checkpoint_hash(path)
-    stage.record_checkpoint("base_model", str(path), digest, None)
+    path, digest, _ = stage.write_checkpoint(checkpoints, "base_model", lambda tmp: save_tiny(model, tokenizer, tmp), None)
     n_params = sum(p.numel() for p in model.parameters())
     stage.log(f"tiny model: {n_params:,} parameters, vocabulary {len(tokenizer)}")
-    return stage.done({"model": "tiny", "parameters": n_params, "vocab_size": len(tokenizer)}, str(path), digest)
+    return stage.done({"model": "tiny", "parameters": n_params, "vocab_size": len(tokenizer)}, path, digest)
 
 
-def _train(
-    stage: Stage, lineage, checkpoints, accelerator, name: str, rows: list[dict], section, extra: dict | None = None
-) -> dg.MaterializeResult:
+def _train(stage: Stage, checkpoints, accelerator, name: str, rows: list[dict], section, extra: dict | None = None) -> dg.MaterializeResult:
     from sx_dagster.ml.training import train_sft
 
     base_path, base_id = stage.input_checkpoint("base_model")
     stage.log(f"fine-tuning {base_path} on {len(rows)} rows ({section.epochs} epochs, lr {section.learning_rate})")
-    with checkpoints.writing(stage.name, name) as tmp:
-        result = train_sft(base_path, rows, tmp, section, accelerator.precision(), stage.exp.seed, stage.log)
-    path = checkpoints.path(stage.name, name)
-    digest = checkpoint_hash(path)
-    stage.record_checkpoint(name, str(path), digest, base_id)
-    return stage.done({**_train_metadata(result, len(rows)), **(extra or {})}, str(path), digest)
+    train = lambda tmp: train_sft(base_path, rows, tmp, section, accelerator.precision(), stage.exp.seed, stage.log)  # noqa: E731
+    path, digest, result = stage.write_checkpoint(checkpoints, name, train, base_id)
+    return stage.done({"train_rows": len(rows), **train_metadata(result, "training loss"), **(extra or {})}, path, digest)
 
 
 @dg.asset(
@@ -111,7 +90,7 @@ def sft_checkpoint(
         [stage.name],
     )
     rows = [{"prompt": question_prompt(a), "completion": b} for a, b in zip(q["question"], q["rationale"], strict=True)]
-    return _train(stage, lineage, checkpoints, accelerator, "sft_checkpoint", rows, stage.exp.sft)
+    return _train(stage, checkpoints, accelerator, "sft_checkpoint", rows, stage.exp.sft)
 
 
 @dg.asset(
@@ -181,4 +160,4 @@ def rft_checkpoint(
     stage.log(f"RFT data: {n_selected} selected samples over {n_q} questions (+ gold: {exp.rft.include_gold})")
     rows = [{"prompt": p, "completion": c} for p, c in zip(df["prompt"], df["completion"], strict=True)]
     extra = {"rft_selected_samples": n_selected, "rft_questions_covered": int(n_q)}
-    return _train(stage, lineage, checkpoints, accelerator, "rft_checkpoint", rows, exp.rft, extra)
+    return _train(stage, checkpoints, accelerator, "rft_checkpoint", rows, exp.rft, extra)
