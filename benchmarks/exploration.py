@@ -2,9 +2,13 @@
 
     python benchmarks/exploration.py --db data/sx.duckdb --experiment tiny-synthetic --limit 200
 
-Prints, per strategy: generated and prefill tokens, wall time, pits found, agreement with
-``linear`` (the paper) and with the synthetic task's true first error; then HF batched
-generation throughput against a one-sequence-at-a-time loop on the same prompts. Writes the
+Prints, per strategy: generated tokens, prompt tokens (what re-prefilling every prompt costs),
+prefill tokens actually computed (with the HF prefix cache), wall time, pits found, agreement
+with ``linear`` (the paper) and with the synthetic task's true first error; then HF batched
+generation throughput against a one-sequence-at-a-time loop on the same prompts.
+
+A strategy is ``name[@d][:nocache]``: ``@d`` reruns it with seed + d (the sampling-noise
+floor), ``:nocache`` turns the prefix cache off (every sequence re-prefills its prompt). Writes the
 table as CSV next to this file (benchmarks/out/). Needs the experiment materialized up to
 ``outcome_pairs`` and ``rft_checkpoint``.
 """
@@ -16,7 +20,7 @@ import csv
 import time
 from pathlib import Path
 
-from sx_dagster.assets.explore import explore_chunk
+from sx_dagster.assets.explore import correct_sample_pool, explore_chunk
 from sx_dagster.config import get_experiment
 from sx_dagster.core.prompts import prefix_prompt
 from sx_dagster.core.steps import split_steps
@@ -31,9 +35,10 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=200, help="rejected rationales explored")
     p.add_argument(
         "--strategies",
-        default="linear,linear@1,early-stop",
-        help="comma list; 'name@d' reruns a strategy with seed + d (the sampling-noise floor)",
+        default="linear:nocache,linear,linear@1,early-stop,pool-reuse,binary",
+        help="comma list of name[@seed offset][:nocache]",
     )
+    p.add_argument("--k", type=int, default=None, help="completions per prefix (default: the experiment's)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
@@ -50,13 +55,16 @@ def main() -> None:
     )
     acc = AcceleratorResource()
     device, dtype = acc.resolve_device(), acc.resolve_dtype()
+    pool = correct_sample_pool(store, exp.name, exp.task.name)
     table, pits_by = [], {}
     for strategy in args.strategies.split(","):
-        name, _, offset = strategy.partition("@")
-        cfg = exp.model_copy(update={"explore": exp.explore.model_copy(update={"strategy": name})})
-        backend = HFBackend(rft["checkpoint_path"], device, dtype, exp.gen_batch_size)
+        spec, _, flag = strategy.partition(":")
+        name, _, offset = spec.partition("@")
+        update = {"strategy": name} | ({"k": args.k} if args.k else {})
+        cfg = exp.model_copy(update={"explore": exp.explore.model_copy(update=update)})
+        backend = HFBackend(rft["checkpoint_path"], device, dtype, exp.gen_batch_size, prefix_cache=flag != "nocache")
         t = time.perf_counter()
-        _, pits = explore_chunk(backend, rows, cfg, args.seed + int(offset or 0))
+        _, pits = explore_chunk(backend, rows, cfg, args.seed + int(offset or 0), pool)
         wall = time.perf_counter() - t
         pits_by[strategy] = {r["pair_id"]: r["pit"] for r in pits}
         known = [r for r in pits if r["true_first_error"] is not None]
@@ -66,18 +74,20 @@ def main() -> None:
                 rationales=len(pits),
                 completions=sum(r["completions"] for r in pits),
                 generated_tokens=sum(r["generated_tokens"] for r in pits),
-                prefill_tokens=sum(r["prompt_tokens"] for r in pits),
+                prompt_tokens=sum(r["prompt_tokens"] for r in pits),
+                prefill_tokens=sum(r["prefill_tokens"] for r in pits),
                 wall_s=round(wall, 1),
                 pits_found=sum(r["pit"] is not None for r in pits),
                 pit_equals_true_first_error=round(sum(r["pit"] == r["true_first_error"] for r in known) / max(1, len(known)), 3),
             )
         )
-    base = pits_by.get("linear")
+    ref = next((row for row in table if row["strategy"].startswith("linear") and "@" not in row["strategy"]), None)
+    base = pits_by[ref["strategy"]] if ref else None
     for row in table:
         mine = pits_by[row["strategy"]]
         row["agreement_with_linear"] = round(sum(mine[k] == base[k] for k in mine) / len(mine), 3) if base else None
-        if table[0]["strategy"] == "linear":
-            row["tokens_vs_linear"] = round(row["generated_tokens"] / max(1, table[0]["generated_tokens"]), 3)
+        row["tokens_vs_linear"] = round(row["generated_tokens"] / max(1, ref["generated_tokens"]), 3) if ref else None
+        row["prefill_vs_reprefill"] = round(row["prefill_tokens"] / max(1, row["prompt_tokens"]), 3)
 
     # Throughput: the same prefix prompts, batched vs one sequence at a time.
     prompts = []
@@ -87,7 +97,7 @@ def main() -> None:
     params = SamplingParams(4, exp.explore.temperature, exp.explore.top_p, exp.explore.max_new_tokens, args.seed, exp.task.name)
     batched = HFBackend(rft["checkpoint_path"], device, dtype, exp.gen_batch_size)
     batched.generate(prompts, params)
-    naive = HFBackend(rft["checkpoint_path"], device, dtype, batch_size=1)
+    naive = HFBackend(rft["checkpoint_path"], device, dtype, batch_size=1, prefix_cache=False)
     one = SamplingParams(1, params.temperature, params.top_p, params.max_new_tokens, args.seed, params.task)
     t = time.perf_counter()
     for prompt in prompts:

@@ -110,8 +110,12 @@ class ExploreSection(_Section):
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(512, ge=1)
-    strategy: Literal["linear", "early-stop"] = "linear"
-    batch: int = Field(1, ge=1, description="completions per draw for early-stop")
+    strategy: Literal["linear", "early-stop", "binary", "pool-reuse"] = Field(
+        "linear",
+        description="first-pit search (sx_dagster.core.pits.ExplorationPlan): linear = the paper; early-stop = same pit, "
+        "fewer draws; pool-reuse = early-stop skipping prefixes a correct sample shares; binary = bisection (may differ)",
+    )
+    batch: int = Field(1, ge=1, description="completions per draw for early-stop, pool-reuse and binary")
     chunk_pairs: int = Field(64, ge=1, description="rejected rationales per committed chunk")
 
 

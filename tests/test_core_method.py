@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from sx_dagster.core.gpairs import Completion, PitRecord, build_g_pairs, g_pair
 from sx_dagster.core.pairs import outcome_pairs
-from sx_dagster.core.pits import ExplorationPlan, explorable_steps, first_pit
+from sx_dagster.core.pits import ExplorationPlan, explorable_steps, first_pit, pool_proven
 from sx_dagster.core.prompts import clean_completion, prefix_prompt, question_prompt
 from sx_dagster.core.rft import select_rft
 from sx_dagster.core.steps import join_steps, normalize_lines, split_steps
@@ -146,7 +146,7 @@ def _drive(plan: ExplorationPlan, grid: list[list[bool]]) -> list[int]:
 @settings(max_examples=300)
 @given(
     st.lists(st.lists(st.booleans(), min_size=4, max_size=4), min_size=1, max_size=8),
-    st.sampled_from(["linear", "early-stop"]),
+    st.sampled_from(["linear", "early-stop", "pool-reuse"]),
     st.integers(1, 4),
 )
 def test_plan_agrees_with_first_pit_and_stops_at_it(grid, strategy, batch):
@@ -167,6 +167,57 @@ def test_plan_early_stop_draws_fewer():
     _drive(linear, grid), _drive(early, grid)
     assert linear.first_pit == early.first_pit == 4
     assert sum(map(len, early.outcomes.values())) == 3 + 4 < sum(map(len, linear.outcomes.values())) == 16
+
+
+def _monotone_grid(n: int, pit: int | None, k: int = 4) -> list[list[bool]]:
+    """Recoverable (one success among k) before ``pit``, all misses from it on."""
+    return [[False] * (k - 1) + [True] if pit is None or i + 1 < pit else [False] * k for i in range(n)]
+
+
+@settings(max_examples=300)
+@given(st.integers(1, 12), st.data(), st.integers(1, 4))
+def test_binary_finds_the_first_pit_when_recoverability_is_monotone(n, data, batch):
+    pit = data.draw(st.one_of(st.none(), st.integers(1, n)))
+    grid = _monotone_grid(n, pit)
+    plan = ExplorationPlan(n, 4, "binary", batch=batch)
+    asked = _drive(plan, grid)
+    assert plan.first_pit == pit
+    assert len(set(asked)) <= (n + 1).bit_length()  # logarithmic in the steps, not linear
+
+
+@settings(max_examples=300)
+@given(st.lists(st.lists(st.booleans(), min_size=4, max_size=4), min_size=1, max_size=8))
+def test_binary_finds_a_success_to_failure_boundary(grid):
+    plan = ExplorationPlan(len(grid), 4, "binary", batch=2)
+    _drive(plan, grid)
+    pit = plan.first_pit
+    if pit is None:
+        assert any(grid[-1])  # the last prefix was seen recoverable
+    else:
+        assert not any(grid[pit - 1])  # a real 0/k prefix ...
+        assert pit == 1 or any(plan.outcomes[pit - 1])  # ... right after a recoverable one
+        linear = first_pit(grid)
+        assert linear is not None and linear <= pit  # never before the first pit
+
+
+def test_binary_can_miss_an_earlier_pit():
+    # Step 2 is a pit, step 3 recovers by chance: bisection probes 3 first and skips past 2.
+    grid = [[True] * 4, [False] * 4, [True] * 4, [False] * 4, [False] * 4]
+    plan = ExplorationPlan(5, 4, "binary")
+    _drive(plan, grid)
+    assert first_pit(grid) == 2 and plan.first_pit == 4
+
+
+def test_pool_proven_prefix_skips_steps_and_keeps_the_pit():
+    rejected = ["3 + 4 = 7 pens", "7 * 3 = 20 pens", "The answer is 20"]
+    correct = [["3 + 4 = 7 pens ", "7 * 3 = 21 pens", "The answer is 21"], ["4 + 3 = 7 pens"]]
+    assert pool_proven(rejected, correct) == 1
+    assert pool_proven(rejected, []) == 0
+    grid = [[False] * 4, [False] * 4]  # the explorer would call step 1 a pit by chance
+    plan = ExplorationPlan(2, 4, "pool-reuse", proven=1)
+    asked = _drive(plan, grid)
+    assert asked == [2] * 4 and plan.first_pit == 2
+    assert ExplorationPlan(2, 4, "pool-reuse", proven=5).first_pit is None  # proven past the end: no pit
 
 
 def test_plan_rejects_bad_use():

@@ -294,7 +294,7 @@ def test_first_pit_labels_resume_after_kill_9_matches_an_uninterrupted_run(micro
     ):
         store.query(sql)
     expected = original.query("SELECT pair_id, pit, completions FROM pits WHERE experiment = 'micro' ORDER BY pair_id")
-    n_chunks = -(-len(expected) // 3)
+    n_chunks = len(expected)  # chunk_pairs: 1
     assert n_chunks >= 2, "the micro config must give exploration at least two chunks"
     code = (
         "import sys; from pathlib import Path; sys.path.insert(0, 'tests'); import test_pipeline as t;"
@@ -327,3 +327,46 @@ def test_schedule_requests_a_rerun_of_its_experiment():
 def test_hub_dataset_offline_is_a_clear_error(tmp_path):
     with pytest.raises(dg.Failure, match=r"cannot load Hub dataset 'openai/gsm8k' split 'train'.*train_path"):
         _materialize(tmp_path, "hub-offline", selection=["task_dataset"])
+
+
+def test_exploration_strategies_on_the_micro_explorer(micro):
+    from sx_dagster.assets.explore import correct_sample_pool, explore_chunk
+    from sx_dagster.config import get_experiment
+    from sx_dagster.ml.generation import HFBackend
+
+    _, _, store, _ = micro
+    exp = get_experiment("micro")
+    rows = store.query(
+        "SELECT p.id AS pair_id, p.question_id, p.rejected_sample_id, p.rejected, q.question, q.answer, q.meta "
+        "FROM outcome_pairs p JOIN questions q ON q.experiment = p.experiment AND q.id = p.question_id "
+        "WHERE p.experiment = 'micro' ORDER BY p.id"
+    )
+    explorer = store.latest_lineage("micro", "rft_checkpoint")["checkpoint_path"]
+    from sx_dagster.core.steps import split_steps
+
+    pool = correct_sample_pool(store, "micro", "synthetic")
+    assert sum(map(len, pool.values())) == _count(store, "samples") - int(
+        store.query("SELECT count(*) AS n FROM samples WHERE experiment = 'micro' AND NOT correct")["n"][0]
+    )
+    # The micro model's correct samples rarely share a step with a wrong one: add a correct
+    # rationale that shares step 1 of every rejected one, so the skip is exercised.
+    for r in rows.itertuples():
+        pool.setdefault(r.question_id, []).append(split_steps(r.rejected, "synthetic")[:1])
+    runs = {}
+    for strategy in ("linear", "early-stop", "pool-reuse", "binary"):
+        cfg = exp.model_copy(update={"explore": exp.explore.model_copy(update={"strategy": strategy})})
+        x, pits = explore_chunk(HFBackend(explorer, "cpu", "float32", 64), rows, cfg, seed=1, pool=pool)
+        runs[strategy] = ({p["pair_id"]: p for p in pits}, x)
+    linear, early = runs["linear"][0], runs["early-stop"][0]
+    # early-stop draws a prefix's samples in linear's order, so it finds linear's pit, for less
+    assert {k: p["pit"] for k, p in early.items()} == {k: p["pit"] for k, p in linear.items()}
+    assert all(early[k]["completions"] <= linear[k]["completions"] for k in linear)
+    for k, p in runs["pool-reuse"][0].items():
+        assert p["pit"] is None or p["pit"] > p["proven"]  # a pool-proven prefix is never the pit
+        assert all(step > p["proven"] for step in (r["step"] for r in runs["pool-reuse"][1] if r["pair_id"] == k))
+    assert all(p["proven"] >= min(1, p["n_steps"] - 1) for p in runs["pool-reuse"][0].values())
+    for k, p in runs["binary"][0].items():
+        if p["pit"] is not None:  # a real 0/k prefix
+            assert not any(r["correct"] for r in runs["binary"][1] if r["pair_id"] == k and r["step"] == p["pit"])
+    for pits, _ in runs.values():
+        assert sum(p["prefill_tokens"] for p in pits.values()) < sum(p["prompt_tokens"] for p in pits.values())  # prefix cache used

@@ -11,7 +11,7 @@ from sx_dagster.assets._chunks import run_chunks
 from sx_dagster.assets._plots import bar_plot
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
 from sx_dagster.core.answers import extract_answer, is_correct
-from sx_dagster.core.pits import ExplorationPlan, explorable_steps
+from sx_dagster.core.pits import ExplorationPlan, explorable_steps, pool_proven
 from sx_dagster.core.prompts import prefix_prompt
 from sx_dagster.core.steps import split_steps
 from sx_dagster.core.synthetic import SyntheticProblem, true_first_error
@@ -20,22 +20,37 @@ from sx_dagster.resources import AcceleratorResource, GeneratorResource, Lineage
 CODE = code_version("explore")
 
 
-def explore_chunk(backend, rows: pd.DataFrame, exp, seed: int) -> tuple[list[dict], list[dict]]:
+def correct_sample_pool(lineage: LineageStore, experiment: str, task: str) -> dict[str, list[list[str]]]:
+    """The steps of every correct sampled rationale, by question: pool-reuse's free proofs."""
+    rows = lineage.query("SELECT question_id, text FROM samples WHERE experiment = ? AND correct ORDER BY id", [experiment])
+    pool: dict[str, list[list[str]]] = defaultdict(list)
+    for q, text in zip(rows["question_id"], rows["text"], strict=True):
+        pool[q].append(split_steps(text, task))
+    return dict(pool)
+
+
+def explore_chunk(
+    backend, rows: pd.DataFrame, exp, seed: int, pool: dict[str, list[list[str]]] | None = None
+) -> tuple[list[dict], list[dict]]:
     """Run the first-pit search for a chunk of rejected rationales, batched across them.
 
+    ``pool`` (question id -> steps of its correct samples) is used by ``pool-reuse`` only.
     Returns (exploration rows, pit rows) without the bookkeeping columns.
     """
     from sx_dagster.ml.generation import SamplingParams
 
     task, cfg = exp.task.name, exp.explore
+    if cfg.strategy == "pool-reuse" and pool is None:
+        raise ValueError("strategy 'pool-reuse' needs the pool of correct sampled rationales")
     items = []
     for r in rows.itertuples():
         steps = split_steps(r.rejected, task)
         has_answer = bool(steps) and extract_answer(steps[-1], task) is not None
-        plan = ExplorationPlan(explorable_steps(steps, has_answer), cfg.k, cfg.strategy, cfg.batch)
-        items.append((r, steps, plan, {"gen": 0, "prompt": 0}))
+        n = explorable_steps(steps, has_answer)
+        proven = min(n, pool_proven(steps, pool.get(r.question_id, []))) if cfg.strategy == "pool-reuse" else 0
+        plan = ExplorationPlan(n, cfg.k, cfg.strategy, cfg.batch, proven=proven)
+        items.append((r, steps, plan, {"gen": 0, "prompt": 0, "prefill": 0}))
     explorations: list[dict] = []
-    round_ = 0
     while True:
         requests = [(item, req) for item in items for req in item[2].requests()]
         if not requests:
@@ -45,8 +60,11 @@ def explore_chunk(backend, rows: pd.DataFrame, exp, seed: int) -> tuple[list[dic
             by_n[req.n].append((item, req))
         for n, group in sorted(by_n.items()):
             prompts = [prefix_prompt(item[0].question, item[1], req.step, task) for item, req in group]
-            params = SamplingParams(n, cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed * 1009 + round_, task)
-            for (item, req), gens in zip(group, backend.generate(prompts, params), strict=True):
+            params = SamplingParams(n, cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed, task)
+            # Sample j of a prefix is the same draw whichever round asks for it, so early-stop
+            # sees exactly linear's first completions and finds linear's pit.
+            drawn = [len(item[2].outcomes.get(req.step, [])) for item, req in group]
+            for (item, req), gens in zip(group, backend.generate(prompts, params, drawn), strict=True):
                 r, _, plan, cost = item
                 start = len(plan.outcomes.get(req.step, []))
                 outcomes = []
@@ -56,6 +74,7 @@ def explore_chunk(backend, rows: pd.DataFrame, exp, seed: int) -> tuple[list[dic
                     outcomes.append(ok)
                     cost["gen"] += g.n_tokens
                     cost["prompt"] += g.prompt_tokens
+                    cost["prefill"] += g.prefill_tokens
                     explorations.append(
                         dict(
                             id=f"{r.pair_id}/x{req.step}.{start + j}",
@@ -71,7 +90,6 @@ def explore_chunk(backend, rows: pd.DataFrame, exp, seed: int) -> tuple[list[dic
                         )
                     )
                 plan.record(req.step, outcomes)
-        round_ += 1
     pits = []
     for r, steps, plan, cost in items:
         tfe = None
@@ -88,9 +106,11 @@ def explore_chunk(backend, rows: pd.DataFrame, exp, seed: int) -> tuple[list[dic
                 true_first_error=tfe,
                 strategy=cfg.strategy,
                 k=cfg.k,
+                proven=plan.proven,
                 completions=sum(map(len, plan.outcomes.values())),
                 generated_tokens=cost["gen"],
                 prompt_tokens=cost["prompt"],
+                prefill_tokens=cost["prefill"],
                 parent_id=r.pair_id,
             )
         )
@@ -125,10 +145,11 @@ def first_pit_labels(
     size = exp.explore.chunk_pairs
     chunks = [pairs.iloc[i : i + size] for i in range(0, len(pairs), size)]
     explorer_path, explorer_id = stage.input_checkpoint("rft_checkpoint")
+    pool = correct_sample_pool(lineage, stage.name, exp.task.name) if exp.explore.strategy == "pool-reuse" else None
 
     def explore(backend, c: int, chunk: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        seed = exp.seed * 1_000_003 + 7919 * c
-        explorations, pits = explore_chunk(backend, chunk, exp, seed)
+        seed = exp.seed * 1_000_003 + 1  # per-sample streams are keyed by prompt: chunking cannot change a draw
+        explorations, pits = explore_chunk(backend, chunk, exp, seed, pool)
         x, p = pd.DataFrame(explorations), pd.DataFrame(pits)
         x["checkpoint_id"], x["seed"], p["checkpoint_id"] = explorer_id, seed, explorer_id
         found = int(p["pit"].notna().sum()) if len(p) else 0
@@ -149,7 +170,10 @@ def pit_metadata(pits: pd.DataFrame, n_chunks: int, n_resumed: int) -> dict:
         "no_pit_dropped": int(pits["pit"].isna().sum()),
         "completions": int(pits["completions"].sum()),
         "generated_tokens": int(pits["generated_tokens"].sum()),
+        "strategy": ", ".join(sorted(set(pits["strategy"]))),
         "prompt_tokens": int(pits["prompt_tokens"].sum()),
+        "prefill_tokens": int(pits["prefill_tokens"].sum()),
+        "steps_proven_by_pool": int(pits["proven"].sum()),
         "chunks": n_chunks,
         "chunks_resumed": n_resumed,
         "pit_histogram": bar_plot(sorted(hist), [hist[k] for k in sorted(hist)], "first pit", "rationales") if hist else None,

@@ -50,7 +50,7 @@ def sampled_rationales(
     def sample_chunk(backend, c: int, chunk: pd.DataFrame) -> dict[str, pd.DataFrame]:
         from sx_dagster.ml.generation import SamplingParams
 
-        seed = exp.seed * 1_000_003 + c
+        seed = exp.seed * 1_000_003  # per-sample streams are keyed by prompt: chunking cannot change a draw
         params = SamplingParams(cfg.n, cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed, exp.task.name)
         outs = backend.generate([question_prompt(q) for q in chunk["question"]], params)
         rows = []

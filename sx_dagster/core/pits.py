@@ -9,10 +9,13 @@ ever generated for a step after the pit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-STRATEGIES = ("linear", "early-stop")
+# linear: the paper. early-stop: same pit, fewer draws. binary: OmegaPRM-style search for a
+# success-to-failure boundary. pool-reuse: early-stop that first skips the prefixes a correct
+# sampled rationale already proves recoverable.
+STRATEGIES = ("linear", "early-stop", "binary", "pool-reuse")
 
 
 def first_pit(step_successes: Sequence[Sequence[bool]]) -> int | None:
@@ -43,14 +46,41 @@ class Request:
     n: int
 
 
+def pool_proven(steps: Sequence[str], correct_rationales: Iterable[Sequence[str]]) -> int:
+    """How many leading steps of ``steps`` a correct rationale for the same question shares
+    exactly: those prefixes reach the gold answer, so they cannot hold the first pit.
+
+    Steps compare after stripping surrounding whitespace; nothing else is normalized, since a
+    shared prefix must be the same text the explorer would continue from.
+    """
+    mine = [s.strip() for s in steps]
+    best = 0
+    for other in correct_rationales:
+        n = 0
+        for a, b in zip(mine, other, strict=False):
+            if a != b.strip():
+                break
+            n += 1
+        best = max(best, n)
+    return best
+
+
 @dataclass
 class ExplorationPlan:
     """The first-pit search for one rejected rationale.
 
-    ``linear`` (the paper): k completions per prefix, one prefix after another, stop at
-    the first prefix with 0/k successes. ``early-stop``: the same k per pit but drawn
-    ``batch`` at a time, a prefix stops at its first success; it finds the same pit.
+    - ``linear`` (the paper): k completions per prefix, one prefix after another, stop at the
+      first prefix with 0/k successes.
+    - ``early-stop``: the same k per pit but drawn ``batch`` at a time; a prefix stops at its
+      first success. It finds the same pit as ``linear`` for the same outcomes.
+    - ``pool-reuse``: ``early-stop`` from step ``proven + 1``; the caller proves steps
+      1..``proven`` recoverable from the correct sampled rationales (:func:`pool_proven`).
+    - ``binary``: bisection over prefixes between the last known recoverable one (``proven``)
+      and the answer line, each probe drawn like ``early-stop``. It assumes a recoverable
+      prefix's shorter prefixes are recoverable, so it finds *a* success-to-failure boundary,
+      which is not always the first pit.
 
+    ``proven`` is honoured by every strategy; the asset sets it only for ``pool-reuse``.
     Use: ``while not plan.done: for r in plan.requests(): plan.record(r.step, outcomes)``.
     """
 
@@ -58,8 +88,10 @@ class ExplorationPlan:
     k: int
     strategy: str = "linear"
     batch: int = 1
+    proven: int = 0
     outcomes: dict[int, list[bool]] = field(default_factory=dict)
-    _step: int = 1
+    _lo: int = 0  # highest prefix known recoverable
+    _hi: int = 0  # lowest prefix known to be a pit (n_steps + 1 = the answer line)
     _pit: int | None = None
     _done: bool = False
 
@@ -70,8 +102,10 @@ class ExplorationPlan:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
-        if self.n_steps < 1:
-            self._done = True
+        if not 0 <= self.proven:
+            raise ValueError(f"proven must be >= 0, got {self.proven}")
+        self._lo, self._hi = min(self.proven, self.n_steps), self.n_steps + 1
+        self._settle()
 
     @property
     def done(self) -> bool:
@@ -83,25 +117,39 @@ class ExplorationPlan:
             raise RuntimeError("the plan is not done")
         return self._pit
 
+    @property
+    def step(self) -> int:
+        """The prefix being explored now."""
+        if self.strategy == "binary":
+            return (self._lo + self._hi) // 2
+        return self._lo + 1
+
+    def _settle(self) -> None:
+        if self._hi - self._lo <= 1:
+            self._done = True
+            self._pit = self._hi if self._hi <= self.n_steps else None
+
     def requests(self) -> list[Request]:
         """What to generate next; empty once the pit (or its absence) is known."""
         if self._done:
             return []
-        drawn = len(self.outcomes.get(self._step, []))
+        drawn = len(self.outcomes.get(self.step, []))
         n = self.k - drawn if self.strategy == "linear" else min(self.batch, self.k - drawn)
-        return [Request(self._step, n)]
+        return [Request(self.step, n)]
 
     def record(self, step: int, successes: Sequence[bool]) -> None:
         """Add outcomes of completions drawn from the prefix ending at ``step``."""
-        if self._done or step != self._step:
-            raise ValueError(f"outcomes for step {step} were not requested (current step {self._step}, done={self._done})")
+        if self._done or step != self.step:
+            current = None if self._done else self.step
+            raise ValueError(f"outcomes for step {step} were not requested (current step {current}, done={self._done})")
         got = self.outcomes.setdefault(step, [])
         got.extend(bool(s) for s in successes)
         if len(got) > self.k:
             raise ValueError(f"step {step} got {len(got)} outcomes, more than k={self.k}")
         if any(got):
-            self._step += 1
-            if self._step > self.n_steps:
-                self._done = True
+            self._lo = step
         elif len(got) == self.k:
-            self._pit, self._done = step, True
+            self._hi = step
+            if self.strategy != "binary":
+                self._lo = step - 1  # a scan reaches here only through recoverable prefixes
+        self._settle()

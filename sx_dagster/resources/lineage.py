@@ -38,9 +38,9 @@ SCHEMA: dict[str, str] = {
         text VARCHAR, pred VARCHAR, correct BOOLEAN, n_tokens INTEGER, chunk INTEGER, checkpoint_id VARCHAR,
         seed BIGINT, run_id VARCHAR, parent_id VARCHAR""",
     "pits": """experiment VARCHAR, pair_id VARCHAR, sample_id VARCHAR, question_id VARCHAR, n_steps INTEGER,
-        explored_steps INTEGER, pit INTEGER, true_first_error INTEGER, strategy VARCHAR, k INTEGER,
-        completions INTEGER, generated_tokens BIGINT, prompt_tokens BIGINT, chunk INTEGER, checkpoint_id VARCHAR,
-        run_id VARCHAR, parent_id VARCHAR""",
+        explored_steps INTEGER, pit INTEGER, true_first_error INTEGER, strategy VARCHAR, k INTEGER, proven INTEGER,
+        completions INTEGER, generated_tokens BIGINT, prompt_tokens BIGINT, prefill_tokens BIGINT, chunk INTEGER,
+        checkpoint_id VARCHAR, run_id VARCHAR, parent_id VARCHAR""",
     "dpo_pairs": """experiment VARCHAR, id VARCHAR, pair_id VARCHAR, question_id VARCHAR, pit INTEGER, prompt VARCHAR,
         chosen VARCHAR, rejected VARCHAR, chosen_source VARCHAR, chosen_id VARCHAR, prompt_tokens INTEGER,
         chosen_tokens INTEGER, rejected_tokens INTEGER, truncated BOOLEAN, run_id VARCHAR, parent_id VARCHAR""",
@@ -54,6 +54,9 @@ SCHEMA: dict[str, str] = {
         config VARCHAR, input_versions VARCHAR, checkpoint_path VARCHAR, checkpoint_hash VARCHAR,
         metadata VARCHAR, created_at TIMESTAMP DEFAULT current_timestamp""",
 }
+
+
+_READY: set[str] = set()  # databases whose schema this process has already checked
 
 
 class LineageStore(dg.ConfigurableResource):
@@ -73,9 +76,16 @@ class LineageStore(dg.ConfigurableResource):
             yield conn
 
     def ensure_schema(self) -> None:
+        key = str(self.path().resolve())
+        if key in _READY and self.path().exists():
+            return
         with self.connect() as conn:
             for table, cols in SCHEMA.items():
                 conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
+                # A database from an older version gains the newer (nullable) columns in place.
+                for col in cols.split(","):
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col.strip()}")
+        _READY.add(key)
 
     @staticmethod
     def _insert(conn, table: str, df: pd.DataFrame) -> None:
