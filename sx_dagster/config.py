@@ -142,6 +142,45 @@ class EvalSection(_Section):
     batch_size: int = Field(64, ge=1)
 
 
+class LoRASection(_Section):
+    """Low-rank adapters (PEFT) for SFT, RFT and DPO. r = 0: full fine-tuning.
+
+    After each stage the adapter is merged into the weights, so every checkpoint is a plain
+    model that generation (HF or vLLM) loads as is. With LoRA, DPO needs no reference copy:
+    TRL uses the model with its adapter disabled (= the RFT model) as the reference.
+    """
+
+    r: int = Field(0, ge=0, description="adapter rank; 0 = LoRA off (full fine-tuning)")
+    alpha: int = Field(32, ge=1, description="scaling: the update is alpha / r times the low-rank product")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: tuple[str, ...] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), description="module names to adapt"
+    )
+    qlora: bool = Field(False, description="load the frozen base in 4-bit (bitsandbytes, CUDA only); needs r > 0")
+
+    @model_validator(mode="after")
+    def _qlora_needs_lora(self) -> LoRASection:
+        if self.qlora and self.r == 0:
+            raise ValueError("lora.qlora needs lora.r > 0")
+        return self
+
+
+class DistributedSection(_Section):
+    """How training runs. ``num_processes`` > 1 or ``subprocess: true`` moves SFT, RFT and DPO
+    out of the Dagster process: a Dagster Pipes subprocess (``accelerate launch`` on GPUs,
+    torchrun with gloo on CPU) streams logs and metrics into the run, and its exit frees all
+    GPU memory before the next stage."""
+
+    num_processes: int = Field(1, ge=1, description="training processes (GPUs); > 1 = data parallel")
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field("ddp", description="ddp | fsdp (full shard) | deepspeed (ZeRO)")
+    zero_stage: Literal[1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage")
+    subprocess: bool = Field(False, description="run even single-process training as a Pipes subprocess")
+
+    @property
+    def external(self) -> bool:
+        return self.subprocess or self.num_processes > 1
+
+
 class ScheduleSection(_Section):
     cron: str | None = Field(None, description="cron for the scheduled rerun; None = not scheduled")
     target: Literal["eval", "all"] = "eval"
@@ -159,6 +198,8 @@ class ExperimentConfig(_Section):
     explore: ExploreSection = ExploreSection()
     dpo: DPOSection = DPOSection()
     eval: EvalSection = EvalSection()
+    lora: LoRASection = LoRASection()
+    distributed: DistributedSection = DistributedSection()
     schedule: ScheduleSection = ScheduleSection()
     gen_batch_size: int = Field(64, ge=1, description="prompts per generation batch (HF backend)")
 

@@ -45,6 +45,20 @@ def _write(tmp_path, text):
             r"explore\.kk: Extra inputs",
         ),
         ("experiments:\n  x:\n    model: {name: tiny}\n    task: {name: synthetic}\n", "needs n_train and n_test"),
+        (
+            "experiments:\n  x:\n    model: {name: tiny}\n    task: {name: synthetic, n_train: 1, n_test: 1}\n    lora: {qlora: true}\n",
+            r"lora: .*qlora needs lora\.r > 0",
+        ),
+        (
+            "experiments:\n  x:\n    model: {name: tiny}\n    task: {name: synthetic, n_train: 1, n_test: 1}\n"
+            "    distributed: {num_processes: 2, strategy: horovod}\n",
+            r"distributed\.strategy",
+        ),
+        (
+            "experiments:\n  x:\n    model: {name: tiny}\n    task: {name: synthetic, n_train: 1, n_test: 1}\n"
+            "    explore: {strategy: psychic}\n",
+            r"explore\.strategy",
+        ),
         ("experiments:\n  'bad name':\n    model: {name: tiny}\n    task: {name: synthetic, n_train: 1, n_test: 1}\n", "must be letters"),
     ],
 )

@@ -5,6 +5,7 @@ same DPO on D_pair). Both start from the RFT model with the RFT model as referen
 import dagster as dg
 
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, train_metadata
+from sx_dagster.assets._training import run_training
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, LineageStore
 
 CODE = code_version("dpo")
@@ -12,8 +13,6 @@ PARTITIONS = experiment_partitions()
 
 
 def _dpo(stage: Stage, lineage, checkpoints, accelerator, pairs_table: str, name: str) -> dg.MaterializeResult:
-    from sx_dagster.ml.training import train_dpo
-
     df = lineage.query(f"SELECT prompt, chosen, rejected FROM {pairs_table} WHERE experiment = ? ORDER BY id", [stage.name])
     if df.empty:
         raise dg.Failure(f"[{stage.name}] {pairs_table} is empty: nothing to train {name} on")
@@ -21,7 +20,7 @@ def _dpo(stage: Stage, lineage, checkpoints, accelerator, pairs_table: str, name
     cfg = stage.exp.dpo
     stage.log(f"DPO on {len(df)} {pairs_table} (beta {cfg.beta}, lr {cfg.learning_rate}, {cfg.epochs} epochs, loss {cfg.loss_type})")
     records = df.to_dict("records")
-    train = lambda tmp: train_dpo(rft_path, rft_path, records, tmp, cfg, accelerator.precision(), stage.exp.seed, stage.log)  # noqa: E731
+    train = lambda tmp: run_training(stage, accelerator, "dpo", rft_path, records, cfg, tmp, ref_path=rft_path)  # noqa: E731
     path, digest, result = stage.write_checkpoint(checkpoints, name, train, rft_id)
     return stage.done({"pairs": len(df), **train_metadata(result, "DPO loss")}, path, digest)
 
@@ -37,7 +36,9 @@ def _dpo(stage: Stage, lineage, checkpoints, accelerator, pairs_table: str, name
 def trained_model(
     context: dg.AssetExecutionContext, lineage: LineageStore, checkpoints: CheckpointStore, accelerator: AcceleratorResource
 ) -> dg.MaterializeResult:
-    stage = Stage(context, lineage, "trained_model", CODE, sections=("dpo",), upstream=("dpo_pairs", "rft_checkpoint"))
+    stage = Stage(
+        context, lineage, "trained_model", CODE, sections=("dpo", "lora", "distributed"), upstream=("dpo_pairs", "rft_checkpoint")
+    )
     return stage.unchanged(checkpoints) or _dpo(stage, lineage, checkpoints, accelerator, "dpo_pairs", "trained_model")
 
 
@@ -52,5 +53,7 @@ def trained_model(
 def outcome_dpo_model(
     context: dg.AssetExecutionContext, lineage: LineageStore, checkpoints: CheckpointStore, accelerator: AcceleratorResource
 ) -> dg.MaterializeResult:
-    stage = Stage(context, lineage, "outcome_dpo_model", CODE, sections=("dpo",), upstream=("outcome_pairs", "rft_checkpoint"))
+    stage = Stage(
+        context, lineage, "outcome_dpo_model", CODE, sections=("dpo", "lora", "distributed"), upstream=("outcome_pairs", "rft_checkpoint")
+    )
     return stage.unchanged(checkpoints) or _dpo(stage, lineage, checkpoints, accelerator, "outcome_pairs", "outcome_dpo_model")

@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, train_metadata
+from sx_dagster.assets._training import run_training
 from sx_dagster.core.prompts import question_prompt
 from sx_dagster.core.rft import select_rft
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, LineageStore
@@ -59,11 +60,9 @@ def base_model(context: dg.AssetExecutionContext, lineage: LineageStore, checkpo
 
 
 def _train(stage: Stage, checkpoints, accelerator, name: str, rows: list[dict], section, extra: dict | None = None) -> dg.MaterializeResult:
-    from sx_dagster.ml.training import train_sft
-
     base_path, base_id = stage.input_checkpoint("base_model")
     stage.log(f"fine-tuning {base_path} on {len(rows)} rows ({section.epochs} epochs, lr {section.learning_rate})")
-    train = lambda tmp: train_sft(base_path, rows, tmp, section, accelerator.precision(), stage.exp.seed, stage.log)  # noqa: E731
+    train = lambda tmp: run_training(stage, accelerator, "sft", base_path, rows, section, tmp)  # noqa: E731
     path, digest, result = stage.write_checkpoint(checkpoints, name, train, base_id)
     return stage.done({"train_rows": len(rows), **train_metadata(result, "training loss"), **(extra or {})}, path, digest)
 
@@ -82,7 +81,9 @@ def sft_checkpoint(
     checkpoints: CheckpointStore,
     accelerator: AcceleratorResource,
 ) -> dg.MaterializeResult:
-    stage = Stage(context, lineage, "sft_checkpoint", CODE, sections=("sft",), upstream=("task_dataset", "base_model"))
+    stage = Stage(
+        context, lineage, "sft_checkpoint", CODE, sections=("sft", "lora", "distributed"), upstream=("task_dataset", "base_model")
+    )
     if (skip := stage.unchanged(checkpoints)) is not None:
         return skip
     q = lineage.query(
@@ -109,7 +110,12 @@ def rft_checkpoint(
     accelerator: AcceleratorResource,
 ) -> dg.MaterializeResult:
     stage = Stage(
-        context, lineage, "rft_checkpoint", CODE, sections=("rft",), upstream=("task_dataset", "base_model", "sampled_rationales")
+        context,
+        lineage,
+        "rft_checkpoint",
+        CODE,
+        sections=("rft", "lora", "distributed"),
+        upstream=("task_dataset", "base_model", "sampled_rationales"),
     )
     if (skip := stage.unchanged(checkpoints)) is not None:
         return skip

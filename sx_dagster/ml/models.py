@@ -26,18 +26,29 @@ def load_tokenizer(name_or_path: str | Path, padding_side: str = "left") -> PreT
     return tok
 
 
-def load_model(name_or_path: str | Path, device: str, dtype: str) -> PreTrainedModel:
-    """Weights in ``dtype`` on GPU; on CPU fp32 weights (bf16 runs as autocast, see ml.precision)."""
+def load_model(name_or_path: str | Path, device: str, dtype: str, four_bit: bool = False) -> PreTrainedModel:
+    """Weights in ``dtype`` on GPU; on CPU fp32 weights (bf16 runs as autocast, see ml.precision).
+
+    ``four_bit``: NF4 weights through bitsandbytes (QLoRA's frozen base), CUDA only.
+    """
     torch_dtype = DTYPES[dtype] if device != "cpu" else torch.float32
+    kwargs: dict = {"dtype": torch_dtype}
+    if four_bit:
+        if device == "cpu":
+            raise ModelLoadError(f"cannot load {str(name_or_path)!r} in 4-bit on CPU: QLoRA (lora.qlora) needs a CUDA device")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype)
+        kwargs["device_map"] = {"": device}
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
     except Exception as e:  # noqa: BLE001
         raise ModelLoadError(f"cannot load model {str(name_or_path)!r}: {type(e).__name__}: {e}") from e
     # A saved config may say use_cache: false; generation without the KV cache is ~20x slower.
     model.config.use_cache = True
     if model.generation_config is not None:
         model.generation_config.use_cache = True
-    return model.to(device).eval()
+    return (model if four_bit else model.to(device)).eval()
 
 
 def token_counts(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[int]:

@@ -16,7 +16,7 @@ from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-from sx_dagster.config import DPOSection, TrainSection
+from sx_dagster.config import DPOSection, LoRASection, TrainSection
 from sx_dagster.ml.models import load_model, load_tokenizer
 
 
@@ -62,7 +62,7 @@ class _Progress(TrainerCallback):
                 self.log(f"step {state.global_step}/{state.max_steps} {shown}")
 
 
-def _common(section, precision: Precision, seed: int, out_dir: Path, n_rows: int) -> dict:
+def _common(section, precision: Precision, seed: int, out_dir: Path, n_rows: int, parallel: dict | None = None) -> dict:
     steps = math.ceil(n_rows / (section.batch_size * section.grad_accum)) * section.epochs
     return dict(
         output_dir=str(out_dir / "_trainer"),
@@ -81,21 +81,64 @@ def _common(section, precision: Precision, seed: int, out_dir: Path, n_rows: int
         disable_tqdm=True,
         log_level="warning",
         **precision.trainer_kwargs(),
+        **(parallel or {}),
     )
 
 
-def _finish(trainer, result: TrainResult, out_dir: Path, tokenizer) -> TrainResult:
+def _peft_config(lora: LoRASection | None):
+    if lora is None or lora.r == 0:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), task_type="CAUSAL_LM"
+    )
+
+
+def _load_trainable(model_path: str | Path, precision: Precision, lora: LoRASection | None):
+    model = load_model(model_path, precision.device, precision.dtype, four_bit=bool(lora and lora.qlora))
+    if lora is not None and lora.qlora:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=precision.gradient_checkpointing)
+    model.train()
+    return model
+
+
+def _finish(
+    trainer, result: TrainResult, out_dir: Path, tokenizer, model_path, precision: Precision, lora: LoRASection | None
+) -> TrainResult:
     trainer.remove_callback(PrinterCallback)  # _Progress logs through Dagster instead of print()
     out = trainer.train()
     result.steps = int(out.global_step)
     result.seconds = float(out.metrics.get("train_runtime", 0.0))
     result.final_loss = result.losses[-1][1] if result.losses else float(out.training_loss)
-    trainer.model.config.use_cache = True
-    trainer.save_model(str(out_dir))
+    if not trainer.is_world_process_zero():  # data-parallel ranks > 0 train, rank 0 writes
+        return result
+    if lora is not None and lora.r > 0:
+        _save_merged(trainer.model, out_dir, model_path, precision, lora)
+    else:
+        trainer.model.config.use_cache = True
+        trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
     (out_dir / "training_args.bin").unlink(missing_ok=True)
     return result
+
+
+def _save_merged(peft_model, out_dir: Path, model_path, precision: Precision, lora: LoRASection) -> None:
+    """Merge the adapter so the checkpoint is a plain model; keep the adapter beside it."""
+    peft_model.save_pretrained(str(out_dir / "adapter"))
+    if lora.qlora:
+        # A 4-bit base cannot take the merge: reload it in full precision and merge there.
+        from peft import PeftModel
+
+        base = load_model(model_path, precision.device, precision.dtype)
+        merged = PeftModel.from_pretrained(base, str(out_dir / "adapter")).merge_and_unload()
+    else:
+        merged = peft_model.merge_and_unload()
+    merged.config.use_cache = True
+    merged.save_pretrained(str(out_dir), safe_serialization=True)
 
 
 def train_sft(
@@ -106,14 +149,16 @@ def train_sft(
     precision: Precision,
     seed: int,
     log: Callable[[str], None] | None = None,
+    lora: LoRASection | None = None,
+    parallel: dict | None = None,
 ) -> TrainResult:
-    """Supervised fine-tuning on prompt/completion rows; the loss covers the completion only."""
+    """Supervised fine-tuning on prompt/completion rows; the loss covers the completion only.
+    With ``lora`` (r > 0) only an adapter trains, and it is merged into the saved weights."""
     if not rows:
         raise ValueError("no training rows")
     tokenizer = load_tokenizer(model_path, padding_side="right")
-    model = load_model(model_path, precision.device, precision.dtype)
-    model.train()
-    args = SFTConfig(**_common(section, precision, seed, out_dir, len(rows)), weight_decay=section.weight_decay)
+    model = _load_trainable(model_path, precision, lora)
+    args = SFTConfig(**_common(section, precision, seed, out_dir, len(rows), parallel), weight_decay=section.weight_decay)
     result = TrainResult()
     trainer = SFTTrainer(
         model=model,
@@ -121,8 +166,9 @@ def train_sft(
         train_dataset=Dataset.from_list(list(rows)),
         processing_class=tokenizer,
         callbacks=[_Progress(result, log)],
+        peft_config=_peft_config(lora),
     )
-    return _finish(trainer, result, out_dir, tokenizer)
+    return _finish(trainer, result, out_dir, tokenizer, model_path, precision, lora)
 
 
 def train_dpo(
@@ -134,17 +180,22 @@ def train_dpo(
     precision: Precision,
     seed: int,
     log: Callable[[str], None] | None = None,
+    lora: LoRASection | None = None,
+    parallel: dict | None = None,
 ) -> TrainResult:
     """DPO on prompt/chosen/rejected rows, starting from ``model_path`` with ``ref_path`` as
-    the frozen reference (the paper: both are the RFT model)."""
+    the frozen reference (the paper: both are the RFT model). With ``lora`` (r > 0) and
+    ``ref_path == model_path`` no reference copy is loaded: TRL scores the reference with
+    the adapter disabled, which is the start model."""
     if not rows:
         raise ValueError("no preference pairs")
     tokenizer = load_tokenizer(model_path, padding_side="right")
-    model = load_model(model_path, precision.device, precision.dtype)
-    model.train()
-    ref = load_model(ref_path, precision.device, precision.dtype)
+    model = _load_trainable(model_path, precision, lora)
+    peft_config = _peft_config(lora)
+    same_ref = Path(str(ref_path)) == Path(str(model_path))
+    ref = None if peft_config is not None and same_ref else load_model(ref_path, precision.device, precision.dtype)
     args = DPOConfig(
-        **_common(section, precision, seed, out_dir, len(rows)),
+        **_common(section, precision, seed, out_dir, len(rows), parallel),
         beta=section.beta,
         loss_type=list(section.loss_type),
         optim=section.optim,
@@ -157,5 +208,7 @@ def train_dpo(
         train_dataset=Dataset.from_list(list(rows)),
         processing_class=tokenizer,
         callbacks=[_Progress(result, log)],
+        peft_config=peft_config,
     )
-    return _finish(trainer, result, out_dir, tokenizer)
+    result.extra["reference_copy_loaded"] = float(ref is not None)
+    return _finish(trainer, result, out_dir, tokenizer, model_path, precision, lora)

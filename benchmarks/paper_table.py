@@ -1,0 +1,240 @@
+"""A miniature of the paper's Figure 3 on the embedded default, over seeds, with first-pit
+accuracy against the synthetic task's true first error.
+
+    python benchmarks/paper_table.py                       # tiny-synthetic, seeds 0,1,2
+    python benchmarks/paper_table.py --seeds 0 --set dpo.learning_rate=5e-6 --label lr5e-6
+
+For each seed, the whole graph of ``--experiment`` runs (as ``<experiment>-s<seed>``: same
+data, model init, sampling and training order from the seed) in its own DuckDB under
+``--out``. Then, on each seed's rejected rationales, the explorer re-runs the first-pit search
+for every k in ``--ks`` (early-stop: the same pits as the paper's linear scan, and k=8's first
+four draws are k=4's) and with ``pool-reuse``; pits are compared with ``true_first_error``.
+
+Prints the tables; writes ``paper_table.csv`` (per seed), ``first_pit_vs_k.csv`` and
+``paper_table.png`` to ``--out``, and appends one row per seed to
+``benchmarks/results/paper_table_runs.csv`` (every configuration tried, kept in git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MODELS = ["base (few-shot)", "SFT", "RFT", "outcome DPO", "Self-Explore"]
+RESULTS = HERE / "results" / "paper_table_runs.csv"
+
+
+def _set(tree: dict, dotted: str, value: str) -> None:
+    *path, leaf = dotted.split(".")
+    for key in path:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = yaml.safe_load(value)
+
+
+def write_experiments(experiment: str, seeds: list[int], overrides: list[str], out: Path) -> list[str]:
+    """A YAML with one copy of ``experiment`` per seed, overrides applied; returns their names."""
+    from sx_dagster.config import DEFAULT_EXPERIMENTS_FILE
+
+    raw = yaml.safe_load(Path(DEFAULT_EXPERIMENTS_FILE).read_text())
+    if experiment not in raw["experiments"]:
+        raise SystemExit(f"unknown experiment {experiment!r}; have {sorted(raw['experiments'])}")
+    names, grid = [], {}
+    for seed in seeds:
+        body = json.loads(json.dumps(raw["experiments"][experiment]))
+        body["seed"] = seed
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise SystemExit(f"--set wants key=value, got {item!r}")
+            _set(body, key, value)
+        body.pop("schedule", None)
+        names.append(f"{experiment}-s{seed}")
+        grid[names[-1]] = body
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "experiments.yaml").write_text(yaml.safe_dump({"defaults": raw.get("defaults", {}), "experiments": grid}, sort_keys=False))
+    return names
+
+
+def _scalar(store, sql: str, name: str) -> float:
+    return store.query(sql, [name]).iloc[0, 0]
+
+
+def pit_rates(pits: list[dict]) -> dict[str, float]:
+    """Where the explorer's first pit falls against the true first error."""
+    known = [p for p in pits if p["true_first_error"] is not None]
+    n = max(1, len(known))
+    same = sum(p["pit"] == p["true_first_error"] for p in known)
+    earlier = sum(p["pit"] is not None and p["pit"] < p["true_first_error"] for p in known)
+    later = sum(p["pit"] is not None and p["pit"] > p["true_first_error"] for p in known)
+    none = sum(p["pit"] is None for p in known)
+    return {
+        "rationales": len(known),
+        "pit_equals_true": round(same / n, 4),
+        "pit_earlier": round(earlier / n, 4),
+        "pit_later": round(later / n, 4),
+        "no_pit": round(none / n, 4),
+        # a pit marked where the true first error is elsewhere, among pits marked
+        "false_pit_rate": round((earlier + later) / max(1, len(known) - none), 4),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", default="tiny-synthetic")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. dpo.epochs=3")
+    p.add_argument("--ks", default="1,2,4,8", help="k values for first-pit accuracy")
+    p.add_argument("--label", default="default", help="name of this configuration in the results file")
+    p.add_argument("--out", default=str(HERE / "out" / "paper_table"))
+    p.add_argument("--skip-k-sweep", action="store_true")
+    args = p.parse_args()
+
+    out = Path(args.out)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    names = write_experiments(args.experiment, seeds, args.set, out)
+    os.environ["SX_EXPERIMENTS_FILE"] = str(out / "experiments.yaml")  # before sx_dagster.assets is imported
+    os.environ["SX_DATA_DIR"] = str(out / "data")
+
+    import dagster as dg
+    import pandas as pd
+
+    from sx_dagster.assets import ALL_ASSETS
+    from sx_dagster.assets.explore import correct_sample_pool, explore_chunk
+    from sx_dagster.config import get_experiment
+    from sx_dagster.definitions import resources
+    from sx_dagster.ml.generation import HFBackend
+
+    ks = [int(k) for k in args.ks.split(",")]
+    per_seed, k_rows = [], []
+    for seed, name in zip(seeds, names, strict=True):
+        res = resources()
+        store = res["lineage"]
+        t = time.perf_counter()
+        dg.materialize(ALL_ASSETS, partition_key=name, resources=res)
+        wall = time.perf_counter() - t
+        scores = store.query("SELECT model, accuracy FROM eval_scores WHERE experiment = ?", [name])
+        acc = dict(zip(scores["model"], scores["accuracy"], strict=True))
+        pits = store.query("SELECT pit, true_first_error FROM pits WHERE experiment = ?", [name])
+        pit_list = [
+            {"pit": None if pd.isna(x) else int(x), "true_first_error": None if pd.isna(y) else int(y)}
+            for x, y in zip(pits["pit"], pits["true_first_error"], strict=True)
+        ]
+        row = {
+            "seed": seed,
+            "wall_s": round(wall, 1),
+            **{m: round(100 * acc.get(m, float("nan")), 1) for m in MODELS},
+            "samples_correct": round(float(_scalar(store, "SELECT avg(correct::INT) FROM samples WHERE experiment = ?", name)), 3),
+            "rft_rows": int(_scalar(store, "SELECT count(*) FROM rft_data WHERE experiment = ?", name)),
+            "d_pair": int(_scalar(store, "SELECT count(*) FROM outcome_pairs WHERE experiment = ?", name)),
+            "pits_found": sum(x["pit"] is not None for x in pit_list),
+            "d_g_pair": int(_scalar(store, "SELECT count(*) FROM dpo_pairs WHERE experiment = ?", name)),
+            **{f"pipeline_{k}": v for k, v in pit_rates(pit_list).items() if k != "rationales"},
+        }
+        per_seed.append(row)
+        print(f"[{name}] {wall:.0f} s: " + ", ".join(f"{m} {row[m]}" for m in MODELS), flush=True)
+
+        if args.skip_k_sweep:
+            continue
+        exp = get_experiment(name)
+        rows = store.query(
+            "SELECT p.id AS pair_id, p.question_id, p.rejected_sample_id, p.rejected, q.question, q.answer, q.meta "
+            "FROM outcome_pairs p JOIN questions q ON q.experiment = p.experiment AND q.id = p.question_id "
+            "WHERE p.experiment = ? ORDER BY p.id",
+            [name],
+        )
+        explorer = store.latest_lineage(name, "rft_checkpoint")["checkpoint_path"]
+        pool = correct_sample_pool(store, name, exp.task.name)
+        acc_res = res["accelerator"]
+        for strategy, k in [("early-stop", k) for k in ks] + [("pool-reuse", 4)]:
+            cfg = exp.model_copy(update={"explore": exp.explore.model_copy(update={"strategy": strategy, "k": k})})
+            backend = HFBackend(explorer, acc_res.resolve_device(), acc_res.resolve_dtype(), exp.gen_batch_size)
+            _, found = explore_chunk(backend, rows, cfg, seed=exp.seed * 1_000_003 + 1, pool=pool)
+            tokens = sum(f["generated_tokens"] for f in found)
+            k_rows.append({"seed": seed, "strategy": strategy, "k": k, **pit_rates(found), "generated_tokens": tokens})
+
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "paper_table.csv", per_seed)
+    if k_rows:
+        _write_csv(out / "first_pit_vs_k.csv", k_rows)
+    summary = {m: [r[m] for r in per_seed] for m in MODELS}
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch CPU" + (" (CUDA)" if _cuda() else "")
+    print(f"\n{args.experiment}, {len(seeds)} seeds ({args.seeds}), label {args.label!r}, {dt.date.today()}, {machine}")
+    print("| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | std |")
+    print("|---|" + "---|" * (len(seeds) + 2))
+    for m, vals in summary.items():
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        print(f"| {m} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {statistics.mean(vals):.1f} | {sd:.1f} |")
+    counts = ["d_pair", "pits_found", "d_g_pair", "samples_correct", "wall_s"]
+    print("\n| seed | " + " | ".join(counts) + " |\n|---|" + "---|" * len(counts))
+    for r in per_seed:
+        print(f"| {r['seed']} | " + " | ".join(str(r[c]) for c in counts) + " |")
+    if k_rows:
+        print("\nFirst pit vs the true first error (mean over seeds):")
+        print("| strategy | k | equal | earlier | later | no pit | false-pit rate | generated tokens |\n|---|---|---|---|---|---|---|---|")
+        for strategy, k in dict.fromkeys((r["strategy"], r["k"]) for r in k_rows):
+            g = [r for r in k_rows if r["strategy"] == strategy and r["k"] == k]
+            cols = ["pit_equals_true", "pit_earlier", "pit_later", "no_pit", "false_pit_rate"]
+            means = [statistics.mean(r[c] for r in g) for c in cols]
+            tokens = statistics.mean(r["generated_tokens"] for r in g)
+            print(f"| {strategy} | {k} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {tokens:,.0f} |")
+    _chart(out / "paper_table.png", summary, f"{args.experiment} ({args.label}), {len(seeds)} seeds, {dt.date.today()}")
+    RESULTS.parent.mkdir(exist_ok=True)
+    new = not RESULTS.exists()
+    with RESULTS.open("a", newline="") as f:
+        fields = ["date", "label", "experiment", "overrides", *per_seed[0].keys()]
+        w = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            w.writeheader()
+        now = dt.datetime.now().isoformat(timespec="minutes")
+        for r in per_seed:
+            w.writerow({"date": now, "label": args.label, "experiment": args.experiment, "overrides": " ".join(args.set), **r})
+    print(f"\nwrote {out}: paper_table.csv, paper_table.png, first_pit_vs_k.csv; appended to {RESULTS.relative_to(ROOT)}")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _chart(path: Path, summary: dict[str, list[float]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary)
+    means = [statistics.mean(v) for v in summary.values()]
+    sds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in summary.values()]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.bar(names, means, yerr=sds, capsize=4, color=["#999", "#4c72b0", "#55a868", "#c44e52", "#8172b2"])
+    for i, (m, s) in enumerate(zip(means, sds, strict=True)):
+        ax.text(i, m + s + 0.8, f"{m:.1f}", ha="center", fontsize=9)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
