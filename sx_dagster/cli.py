@@ -26,7 +26,9 @@ def _instance():
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
-    (home / "dagster.yaml").touch(exist_ok=True)
+    instance_yaml = home / "dagster.yaml"
+    if not instance_yaml.exists() or not instance_yaml.read_text().strip():
+        instance_yaml.write_text((PROJECT_ROOT / "deploy" / "dagster.yaml").read_text())  # GPU pool, run queue
     return dg.DagsterInstance.get()
 
 

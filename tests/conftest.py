@@ -10,3 +10,4 @@ os.environ["SX_EXPERIMENTS_FILE"] = str(TESTS / "experiments_micro.yaml")
 os.environ.setdefault("SX_DATA_DIR", tempfile.mkdtemp(prefix="sx-test-"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["SX_STEP_RETRIES"] = "0"  # a failing test fails now, not after backoff retries

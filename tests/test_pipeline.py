@@ -370,3 +370,31 @@ def test_exploration_strategies_on_the_micro_explorer(micro):
             assert not any(r["correct"] for r in runs["binary"][1] if r["pair_id"] == k and r["step"] == p["pit"])
     for pits, _ in runs.values():
         assert sum(p["prefill_tokens"] for p in pits.values()) < sum(p["prompt_tokens"] for p in pits.values())  # prefix cache used
+
+
+def test_gpu_steps_share_a_pool_retry_with_backoff_and_request_gpus_on_k8s(monkeypatch, tmp_path):
+    import shutil
+
+    from sx_dagster.assets._stage import gpu_step
+
+    by_key = {a.key.to_user_string(): a for a in ALL_ASSETS}
+    gpu = {k for k, a in by_key.items() if a.op.pool == "gpu"}
+    assert gpu == {
+        "sft_checkpoint",
+        "sampled_rationales",
+        "rft_checkpoint",
+        "first_pit_labels",
+        "outcome_dpo_model",
+        "trained_model",
+        "eval_scores",
+    }
+    assert all("dagster-k8s/config" in by_key[k].op.tags for k in gpu)
+    monkeypatch.delenv("SX_STEP_RETRIES")
+    monkeypatch.setenv("SX_K8S_GPUS", "4")
+    step = gpu_step()
+    assert step["retry_policy"].max_retries == 2 and step["retry_policy"].backoff == dg.Backoff.EXPONENTIAL
+    assert step["op_tags"]["dagster-k8s/config"]["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    # the shipped instance config is valid and caps the pool at one step at a time
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
+    pools = dg.DagsterInstance.from_config(str(tmp_path)).get_concurrency_config().pool_config
+    assert pools.default_pool_limit == 1

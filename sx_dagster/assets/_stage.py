@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,27 @@ def code_version(*modules: str) -> str:
     return h.hexdigest()[:12]
 
 
+def gpu_step() -> dict:
+    """Asset arguments for a step that holds the accelerator.
+
+    - the ``gpu`` concurrency pool: its limit (shipped ``deploy/dagster.yaml``: 1) caps how
+      many such steps run at once across all runs of a backfill;
+    - retries with exponential backoff for transient failures (a preempted node, a flaky
+      download); errors that would fail again (bad config, bad data) are raised as
+      non-retriable failures. ``SX_STEP_RETRIES`` sets the count (default 2);
+    - a ``dagster-k8s/config`` tag requesting ``SX_K8S_GPUS`` GPUs (default 1) for the step's
+      pod under ``k8s_job_executor``.
+    """
+    gpus = os.environ.get("SX_K8S_GPUS", "1")
+    retries = int(os.environ.get("SX_STEP_RETRIES", "2"))
+    k8s = {"container_config": {"resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}}}}
+    return dict(
+        pool="gpu",
+        retry_policy=dg.RetryPolicy(max_retries=retries, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+        op_tags={"dagster-k8s/config": k8s},
+    )
+
+
 def experiment_partitions() -> dg.StaticPartitionsDefinition:
     return dg.StaticPartitionsDefinition(sorted(load_experiments()))
 
@@ -50,14 +72,16 @@ class Stage:
         try:
             self.exp: ExperimentConfig = get_experiment(context.partition_key)
         except ConfigError as e:
-            raise dg.Failure(str(e)) from None
+            raise dg.Failure(str(e), allow_retries=False) from None
         self.name = self.exp.name
         self.run_id = context.run_id
         self.inputs: dict[str, dict] = {}
         for up in upstream:
             row = lineage.latest_lineage(self.name, up)
             if row is None:
-                raise dg.Failure(f"{asset}: upstream asset {up!r} has not been materialized for experiment {self.name!r}")
+                raise dg.Failure(
+                    f"{asset}: upstream asset {up!r} has not been materialized for experiment {self.name!r}", allow_retries=False
+                )
             self.inputs[up] = row
         self.config = self.exp.section_dump(*sections)
         self.code = code

@@ -45,7 +45,7 @@ def task_dataset(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg
     try:
         train, test = load_split(stage.exp.task, "train"), load_split(stage.exp.task, "test")
     except DatasetError as e:
-        raise dg.Failure(f"[{stage.name}] {e}") from None
+        raise dg.Failure(f"[{stage.name}] {e}", allow_retries=False) from None
     df = pd.DataFrame([e.__dict__ for e in train + test])
     df["experiment"], df["run_id"], df["parent_id"] = stage.name, stage.run_id, None
     lineage.replace_partition(stage.name, {"questions": df})

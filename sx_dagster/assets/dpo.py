@@ -4,7 +4,7 @@ same DPO on D_pair). Both start from the RFT model with the RFT model as referen
 
 import dagster as dg
 
-from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, train_metadata
+from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, gpu_step, train_metadata
 from sx_dagster.assets._training import run_training
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, LineageStore
 
@@ -15,7 +15,7 @@ PARTITIONS = experiment_partitions()
 def _dpo(stage: Stage, lineage, checkpoints, accelerator, pairs_table: str, name: str) -> dg.MaterializeResult:
     df = lineage.query(f"SELECT prompt, chosen, rejected FROM {pairs_table} WHERE experiment = ? ORDER BY id", [stage.name])
     if df.empty:
-        raise dg.Failure(f"[{stage.name}] {pairs_table} is empty: nothing to train {name} on")
+        raise dg.Failure(f"[{stage.name}] {pairs_table} is empty: nothing to train {name} on", allow_retries=False)
     rft_path, rft_id = stage.input_checkpoint("rft_checkpoint")
     cfg = stage.exp.dpo
     stage.log(f"DPO on {len(df)} {pairs_table} (beta {cfg.beta}, lr {cfg.learning_rate}, {cfg.epochs} epochs, loss {cfg.loss_type})")
@@ -30,6 +30,7 @@ def _dpo(stage: Stage, lineage, checkpoints, accelerator, pairs_table: str, name
     group_name="dpo",
     kinds={"pytorch", "trl"},
     code_version=CODE,
+    **gpu_step(),
     deps=["dpo_pairs", "rft_checkpoint"],
     description="Self-Explore: DPO on the step-level pairs D_g-pair, from and against the RFT model.",
 )
@@ -47,6 +48,7 @@ def trained_model(
     group_name="dpo",
     kinds={"pytorch", "trl"},
     code_version=CODE,
+    **gpu_step(),
     deps=["outcome_pairs", "rft_checkpoint"],
     description="Baseline: the same DPO on the outcome-level pairs D_pair.",
 )

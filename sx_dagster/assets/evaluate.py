@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from sx_dagster.assets._plots import bar_plot
-from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
+from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, gpu_step
 from sx_dagster.core.answers import extract_answer, is_correct
 from sx_dagster.core.prompts import few_shot_prompt, question_prompt
 from sx_dagster.resources import AcceleratorResource, GeneratorResource, LineageStore
@@ -26,6 +26,7 @@ MODELS = {
     group_name="evaluation",
     kinds={"pytorch", "duckdb"},
     code_version=CODE,
+    **gpu_step(),
     deps=list(MODELS.values()),
     description="Greedy test accuracy of base (few-shot), SFT, RFT, outcome DPO and Self-Explore.",
 )

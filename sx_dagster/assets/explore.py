@@ -9,7 +9,7 @@ import pandas as pd
 
 from sx_dagster.assets._chunks import run_chunks
 from sx_dagster.assets._plots import bar_plot
-from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
+from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, gpu_step
 from sx_dagster.core.answers import extract_answer, is_correct
 from sx_dagster.core.pits import ExplorationPlan, explorable_steps, pool_proven
 from sx_dagster.core.prompts import prefix_prompt
@@ -122,6 +122,7 @@ def explore_chunk(
     group_name="exploration",
     kinds={"pytorch", "duckdb"},
     code_version=CODE,
+    **gpu_step(),
     deps=["outcome_pairs", "rft_checkpoint"],
     description="Self-exploration: the first pit of every rejected rationale in D_pair, found by the RFT explorer "
     "(k completions per step prefix).",

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, train_metadata
+from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, gpu_step, train_metadata
 from sx_dagster.assets._training import run_training
 from sx_dagster.core.prompts import question_prompt
 from sx_dagster.core.rft import select_rft
@@ -39,7 +39,7 @@ def base_model(context: dg.AssetExecutionContext, lineage: LineageStore, checkpo
         try:
             tok = load_tokenizer(m.name)  # cheap: fails early, naming the model, if it cannot be found
         except ModelLoadError as e:
-            raise dg.Failure(f"[{stage.name}] {e}") from None
+            raise dg.Failure(f"[{stage.name}] {e}", allow_retries=False) from None
         local = Path(m.name).is_dir()
         digest = checkpoint_hash(m.name) if local else None
         stage.record_checkpoint("base_model", m.name, digest, None)
@@ -72,6 +72,7 @@ def _train(stage: Stage, checkpoints, accelerator, name: str, rows: list[dict], 
     group_name="models",
     kinds={"pytorch", "trl"},
     code_version=CODE,
+    **gpu_step(),
     deps=["base_model", "task_dataset"],
     description="SFT: the base model fine-tuned on the gold training rationales (TRL SFTTrainer).",
 )
@@ -99,6 +100,7 @@ def sft_checkpoint(
     group_name="models",
     kinds={"pytorch", "trl"},
     code_version=CODE,
+    **gpu_step(),
     deps=["base_model", "sampled_rationales"],
     description="RFT: the base model fine-tuned on correct, de-duplicated samples (<= 8 per question). "
     "The explorer, DPO reference and DPO start.",

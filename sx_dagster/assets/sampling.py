@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from sx_dagster.assets._chunks import run_chunks
-from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
+from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, gpu_step
 from sx_dagster.core.answers import extract_answer, is_correct
 from sx_dagster.core.calculator import check_annotations
 from sx_dagster.core.prompts import question_prompt
@@ -20,6 +20,7 @@ CODE = code_version("sampling")
     group_name="sampling",
     kinds={"pytorch", "duckdb"},
     code_version=CODE,
+    **gpu_step(),
     deps=["sft_checkpoint", "task_dataset"],
     check_specs=[
         dg.AssetCheckSpec(
