@@ -2,6 +2,8 @@
 
     sx-dagster run [--experiment tiny-synthetic]   materialize everything, then print the table
     sx-dagster table [--experiment NAME]           print the last eval table from DuckDB
+    sx-dagster estimate [--experiment NAME] [--device cpu|cuda] [--devices N]
+                                                   rough memory/time per stage, before a run
     sx-dagster ui                                  open the Dagster UI on 127.0.0.1:3000
 
 Runs are recorded in $DAGSTER_HOME (default <project>/.dagster_home), so they show in the UI.
@@ -27,8 +29,9 @@ def _instance():
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     instance_yaml = home / "dagster.yaml"
+    shipped = PROJECT_ROOT / "deploy" / "dagster.yaml"  # the GPU pool and run queue settings
     if not instance_yaml.exists() or not instance_yaml.read_text().strip():
-        instance_yaml.write_text((PROJECT_ROOT / "deploy" / "dagster.yaml").read_text())  # GPU pool, run queue
+        instance_yaml.write_text(shipped.read_text() if shipped.exists() else "")
     return dg.DagsterInstance.get()
 
 
@@ -40,6 +43,7 @@ def run(experiment: str) -> int:
     from sx_dagster.definitions import resources
 
     get_experiment(experiment)  # a clear error before anything starts
+    estimate(experiment)
     t0 = time.time()
     result = dg.materialize(ALL_ASSETS, partition_key=experiment, resources=resources(), instance=_instance(), raise_on_error=False)
     timings = []
@@ -54,6 +58,36 @@ def run(experiment: str) -> int:
         print("\nthe run failed; see the errors above (and the run in the UI: sx-dagster ui)", file=sys.stderr)
         return 1
     return table(experiment)
+
+
+def estimate(experiment: str, device: str | None = None, devices: int | None = None) -> int:
+    from sx_dagster.config import get_experiment
+    from sx_dagster.core.estimate import DEVICES, estimate, format_estimate
+    from sx_dagster.ml.models import model_shape
+
+    exp = get_experiment(experiment)
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    devices = devices or exp.distributed.num_processes
+    shape = model_shape(exp)
+    n_train = exp.task.n_train or {"gsm8k": 7473, "math": 7500, "synthetic": 1000}[exp.task.name]
+    n_test = exp.task.n_test or {"gsm8k": 1319, "math": 500, "synthetic": 1000}[exp.task.name]
+    rows = estimate(
+        shape, exp.task.name, device, devices, n_train, n_test, exp.sampling.n, exp.explore.k,
+        {"sft": exp.sft.epochs, "rft": exp.rft.epochs, "dpo": exp.dpo.epochs},
+        lora=exp.lora.r > 0, qlora=exp.lora.qlora, zero=_zero(exp.distributed),
+    )  # fmt: skip
+    print(format_estimate(rows, shape.params, device, devices, DEVICES[device].memory_gb))
+    return 0
+
+
+def _zero(dist) -> int:
+    """The ZeRO stage a distributed section amounts to (FSDP full shard = 3)."""
+    if dist.num_processes == 1:
+        return 0
+    return {"ddp": 0, "fsdp": 3, "deepspeed": dist.zero_stage}[dist.strategy]
 
 
 def table(experiment: str) -> int:
@@ -99,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("run", "table"):
         s = sub.add_parser(name)
         s.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+    s = sub.add_parser("estimate")
+    s.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+    s.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: this machine's")
+    s.add_argument("--devices", type=int, default=None, help="default: the experiment's distributed.num_processes")
     s = sub.add_parser("ui")
     s.add_argument("--port", type=int, default=3000)
     args = p.parse_args(argv)
@@ -106,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.experiment)
     if args.cmd == "table":
         return table(args.experiment)
+    if args.cmd == "estimate":
+        return estimate(args.experiment, args.device, args.devices)
     return ui(args.port)
 
 

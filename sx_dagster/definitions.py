@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from sx_dagster.assets import ALL_ASSETS
@@ -57,12 +59,21 @@ def resources() -> dict:
     }
 
 
+def executor() -> dg.ExecutorDefinition:
+    """One step at a time, each in its own process (GPU memory freed between stages, one
+    DuckDB writer). ``SX_EXECUTOR=k8s``: each step in its own Kubernetes pod (dagster-k8s),
+    where the steps' ``dagster-k8s/config`` tags request their GPUs."""
+    if os.environ.get("SX_EXECUTOR", "multiprocess") == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor.configured({"max_concurrent": 1})
+    return dg.multiprocess_executor.configured({"max_concurrent": 1})
+
+
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=[self_explore_job, eval_job],
     schedules=_schedules(),
     resources=resources(),
-    # One step at a time, each in its own process: GPU memory is freed between stages and
-    # DuckDB keeps a single writer.
-    executor=dg.multiprocess_executor.configured({"max_concurrent": 1}),
+    executor=executor(),
 )

@@ -225,6 +225,12 @@ def test_definitions_load_with_the_shipped_experiments():
     assert "tiny-synthetic" in keys and "mistral-7b-gsm8k" in keys and "deepseek-math-7b-math" in keys and len(keys) == 7
     assert lines[3] == "rerun_eval_tiny_synthetic"
     assert "self_explore" in lines[4] and "evaluate" in lines[4]
+    # SX_EXECUTOR=k8s: every step in its own pod (dagster-k8s), the recipe in the README
+    code = "from sx_dagster.definitions import defs; print(defs.get_job_def('self_explore').executor_def.name)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={**env, "SX_EXECUTOR": "k8s"}, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "k8s"
 
 
 def test_dagster_cli_materializes_a_partition(tmp_path):

@@ -85,6 +85,10 @@ def test_sft_as_a_pipes_subprocess_in_two_cpu_processes(tmp_path):
     logs = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("rank 0 of 2" in m for m in logs)  # streamed from the subprocess through Pipes
     assert any(m.startswith("step 4/4") for m in logs)
+    # rows over max_length are counted and warned about, never cut silently
+    assert meta["sft_checkpoint"]["truncated_rows"].value > 0
+    assert any("longer than max_length 110 tokens" in m for m in logs)
+    assert meta["sft_checkpoint"]["training_processes"].value == 2
     ck = tmp_path / "checkpoints" / "micro-ddp"
     assert _changed(ck / "base_model", ck / "sft_checkpoint")
     assert not list(ck.glob("*.job"))  # the job spec and rows are cleaned up
@@ -104,3 +108,23 @@ def test_launch_commands_per_device_and_strategy(tmp_path):
     assert parallel_args(DistributedSection(strategy="fsdp")) == {"fsdp": "full_shard auto_wrap"}
     assert parallel_args(DistributedSection()) == {}
     assert LoRASection().r == 0  # LoRA is opt-in
+
+
+def test_estimate_counts_the_tiny_model_exactly_and_prints_a_table():
+    import subprocess
+
+    from sx_dagster.ml.models import model_shape
+    from sx_dagster.ml.tiny import build_tiny_model, train_tokenizer
+
+    exp = get_experiment("micro")
+    tok = train_tokenizer(["Question: 1 + 2\nAnswer:\n1 + 2 = 3\nThe answer is 3"] * 20, exp.model.tiny.vocab_size)
+    model = build_tiny_model(exp.model.tiny.model_copy(update={"vocab_size": len(tok)}), tok, seed=0)
+    shape = model_shape(
+        exp.model_copy(update={"model": exp.model.model_copy(update={"tiny": exp.model.tiny.model_copy(update={"vocab_size": len(tok)})})})
+    )
+    assert shape.params == sum(p.numel() for p in model.parameters())
+    out = subprocess.run(
+        [sys.executable, "-m", "sx_dagster.cli", "estimate", "--experiment", "micro", "--device", "cpu"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "| sft_checkpoint |" in out and "| total |" in out

@@ -171,7 +171,12 @@ class Stage:
         return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(self.fingerprint), check_results=check_results or None)
 
 
-_TRAINER_EXTRAS = {"rewards/margins": "reward_margin", "rewards/accuracies": "reward_accuracy"}
+_TRAINER_EXTRAS = {
+    "rewards/margins": "reward_margin",
+    "rewards/accuracies": "reward_accuracy",
+    "truncated_rows": "truncated_rows",
+    "world_size": "training_processes",
+}
 
 
 def train_metadata(result, title: str) -> dict:

@@ -59,6 +59,18 @@ def launch_command(dist: DistributedSection, device: str, spec: Path) -> list[st
     ]  # fmt: skip
 
 
+def count_truncated(model_path: str, rows: list[dict], max_length: int, kind: str) -> int:
+    """Rows longer than ``max_length`` tokens (EOS included), which the trainer would cut."""
+    from sx_dagster.ml.models import load_tokenizer, token_counts
+
+    tok = load_tokenizer(model_path)
+    if kind == "sft":
+        texts = [r["prompt"] + r["completion"] for r in rows]
+    else:
+        texts = [r["prompt"] + (r["chosen"] if len(r["chosen"]) >= len(r["rejected"]) else r["rejected"]) for r in rows]
+    return sum(n + 1 > max_length for n in token_counts(tok, texts))
+
+
 def run_training(
     stage: Stage, accelerator, kind: str, model_path: str, rows: list[dict], section, out_dir: Path, ref_path: str | None = None
 ):
@@ -66,13 +78,22 @@ def run_training(
     from sx_dagster.ml.training import TrainResult, train_dpo, train_sft
 
     exp, precision = stage.exp, accelerator.precision()
+    truncated = count_truncated(model_path, rows, section.max_length, kind)
+    if truncated:
+        stage.context.log.warning(
+            f"[{exp.name}] {truncated} of {len(rows)} {kind} rows are longer than max_length {section.max_length} tokens "
+            "and will be truncated by the trainer (dropped when the prompt alone is longer); raise max_length in the experiment section"
+        )
     lora = exp.lora if exp.lora.r > 0 else None
     parallel = parallel_args(exp.distributed) if exp.distributed.num_processes > 1 else None
     if not exp.distributed.external:
         common = dict(precision=precision, seed=exp.seed, log=stage.log, lora=lora, parallel=parallel)
         if kind == "sft":
-            return train_sft(model_path, rows, out_dir, section, **common)
-        return train_dpo(model_path, ref_path, rows, out_dir, section, **common)
+            result = train_sft(model_path, rows, out_dir, section, **common)
+        else:
+            result = train_dpo(model_path, ref_path, rows, out_dir, section, **common)
+        result.extra["truncated_rows"] = float(truncated)
+        return result
 
     from sx_dagster.ml.train_job import write_spec
 
@@ -99,4 +120,5 @@ def run_training(
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
     result = TrainResult(**{**raw, "losses": [tuple(x) for x in raw["losses"]]})
+    result.extra["truncated_rows"] = float(truncated)
     return result

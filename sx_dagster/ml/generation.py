@@ -50,6 +50,7 @@ class GenerationStats:
     prompt_tokens: int = 0  # prompt tokens of every sequence (what re-prefilling each would cost)
     prefill_tokens: int = 0  # prompt tokens actually computed
     generated_tokens: int = 0
+    over_context: int = 0  # prompts whose prompt + max_new_tokens exceed the model's context
     seconds: float = 0.0
     calls: int = 0
 
@@ -193,6 +194,15 @@ class HFBackend:
         first = list(first_sample) if first_sample is not None else [0] * len(prompts)
         t0 = time.perf_counter()
         ids = [self.tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        over = sum(len(x) + params.max_new_tokens > context for x in ids) if context else 0
+        if over:
+            self.stats.over_context += over
+            if self.log:
+                self.log(
+                    f"warning: {over} of {len(prompts)} prompts + max_new_tokens {params.max_new_tokens} exceed the model's "
+                    f"context of {context} tokens; their completions may be cut short"
+                )
         if self.prefix_cache:
             # Batch prompts with similar uncached suffixes: a batch recomputes its longest one.
             hits = [self._cache.lookup(x, len(x) - 1)[0] for x in ids]

@@ -56,3 +56,28 @@ def token_counts(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[i
     if not texts:
         return []
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+
+
+def model_shape(exp):
+    """The shape of an experiment's base model, for the estimate: the tiny model from its
+    config, a Hub or local model from its config.json (local files / the HF cache only),
+    else the known shapes of the paper's models."""
+    from sx_dagster.core.estimate import KNOWN_SHAPES, ModelShape
+
+    m = exp.model
+    if m.name == "tiny":
+        t = m.tiny
+        return ModelShape(t.vocab_size, t.hidden_size, t.num_layers, t.intermediate_size, t.num_heads, t.num_heads, True)
+    try:
+        from transformers import AutoConfig
+
+        c = AutoConfig.from_pretrained(m.name, local_files_only=True)
+        heads = c.num_attention_heads
+        return ModelShape(
+            c.vocab_size, c.hidden_size, c.num_hidden_layers, c.intermediate_size, heads,
+            getattr(c, "num_key_value_heads", None) or heads, bool(getattr(c, "tie_word_embeddings", False)),
+        )  # fmt: skip
+    except Exception:  # noqa: BLE001 - not available offline: fall back to the known shapes
+        if m.name in KNOWN_SHAPES:
+            return ModelShape(*KNOWN_SHAPES[m.name])
+        raise ModelLoadError(f"no config for {m.name!r} offline and no known shape: cannot estimate its size") from None
