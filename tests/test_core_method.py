@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sx_dagster.core.calculator import check_plain_equations
 from sx_dagster.core.gpairs import Completion, PitRecord, build_g_pairs, g_pair
 from sx_dagster.core.pairs import outcome_pairs
 from sx_dagster.core.pits import ExplorationPlan, explorable_steps, first_pit, pool_proven
@@ -90,6 +91,14 @@ def test_select_rft_gsm8k_dedups_by_equation_list():
     kept = select_rft(samples, correct, "gsm8k")
     assert len(kept) == 2 and 2 in kept and 3 not in kept and 4 not in kept
     assert kept[0] in (0, 1)
+
+
+def test_select_rft_synthetic_drops_right_answers_reached_through_wrong_steps():
+    lucky = "13 - 8 = 3 coins\n3 - 1 = 2 coins\n2 - 1 = 1 coins\nThe answer is 1"  # 13 - 8 is 5
+    sound = "13 - 8 = 5 coins\n5 - 1 = 4 coins\n4 - 3 = 1 coins\nThe answer is 1"
+    assert select_rft([lucky, sound], [True, True], "synthetic") == [1]
+    assert select_rft([lucky], [True], "gsm8k") == [0]  # GSM8K checks <<annotations>> only
+    assert check_plain_equations("2 x 3 = 6 and 10 / 4 = 2.5") and not check_plain_equations("7 * 3 = 20 pens")
 
 
 def test_select_rft_caps_at_eight_and_is_empty_without_correct():

@@ -114,6 +114,26 @@ def check_annotations(text: str) -> bool:
     return found == opened
 
 
+def check_plain_equations(text: str) -> bool:
+    """True when every plain ``a op b = c`` equation in ``text`` is arithmetically right: the
+    synthetic task's analogue of GSM8K's calculator annotations (its rationales write them
+    inline). Not for MATH, where ``3x-2 = 7`` is algebra, not arithmetic. Never raises."""
+    if not isinstance(text, str):
+        return False
+    for m in _PLAIN_EQUATION.finditer(text[:100_000]):
+        lhs_text, _, rhs_text = m.group(0).rpartition("=")
+        rhs = _number(rhs_text)
+        if rhs is None:
+            return False
+        try:
+            lhs = safe_arith(lhs_text.replace("x", "*").replace("×", "*"))
+        except UnsafeExpression:
+            return False
+        if abs(lhs - rhs) > TOLERANCE:
+            return False
+    return True
+
+
 def equations(text: str) -> tuple[str, ...]:
     """The equation list of a rationale, whitespace removed: GSM8K annotations when present,
     otherwise plain ``a op b = c`` equations (the synthetic task writes those)."""

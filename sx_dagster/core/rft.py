@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from rapidfuzz.distance import Levenshtein
 
-from sx_dagster.core.calculator import check_annotations, equations
+from sx_dagster.core.calculator import check_annotations, check_plain_equations, equations
 
 MAX_PER_QUESTION = 8
 MATH_MIN_NORMALIZED_DISTANCE = 0.2
@@ -39,14 +39,17 @@ def select_rft(
 ) -> list[int]:
     """Indices of the samples of one question kept for RFT, in sample order.
 
-    GSM8K / synthetic: correct samples with valid annotations, one per distinct equation
+    GSM8K / synthetic: correct samples with valid annotations (the synthetic task's are its
+    inline ``a op b = c`` equations: a right answer reached through a wrong step is not
+    kept), one per distinct equation
     list (within a list, the one farthest by edit distance from those already kept), then
     the most mutually distinct ``max_per_question``. MATH: a correct sample is kept when
     its normalized edit distance to every kept one exceeds 0.2.
     """
     if len(samples) != len(correct):
         raise ValueError("samples and correct must have the same length")
-    candidates = [i for i, (s, ok) in enumerate(zip(samples, correct, strict=True)) if ok and check_annotations(s)]
+    valid = (lambda s: check_annotations(s) and check_plain_equations(s)) if task == "synthetic" else check_annotations
+    candidates = [i for i, (s, ok) in enumerate(zip(samples, correct, strict=True)) if ok and valid(s)]
     if not candidates:
         return []
     if task == "math":
