@@ -59,26 +59,23 @@ def launch_command(dist: DistributedSection, device: str, spec: Path) -> list[st
     ]  # fmt: skip
 
 
-def count_truncated(model_path: str, rows: list[dict], max_length: int, kind: str) -> int:
-    """Rows longer than ``max_length`` tokens (EOS included), which the trainer would cut."""
+def count_truncated(model_path: str, rows: list[dict], max_length: int) -> int:
+    """SFT/RFT rows longer than ``max_length`` tokens (EOS included), which the trainer would cut.
+    DPO pairs need no count here: the pair assets' blocking checks stop any that are too long."""
     from sx_dagster.ml.models import load_tokenizer, token_counts
 
     tok = load_tokenizer(model_path)
-    if kind == "sft":
-        texts = [r["prompt"] + r["completion"] for r in rows]
-    else:
-        texts = [r["prompt"] + (r["chosen"] if len(r["chosen"]) >= len(r["rejected"]) else r["rejected"]) for r in rows]
-    return sum(n + 1 > max_length for n in token_counts(tok, texts))
+    return sum(n + 1 > max_length for n in token_counts(tok, [r["prompt"] + r["completion"] for r in rows]))
 
 
 def run_training(
     stage: Stage, accelerator, kind: str, model_path: str, rows: list[dict], section, out_dir: Path, ref_path: str | None = None
 ):
     """Train ``kind`` (sft | dpo) into ``out_dir`` and return the TrainResult."""
-    from sx_dagster.ml.training import TrainResult, train_dpo, train_sft
+    from sx_dagster.ml.training import TrainResult, train
 
     exp, precision = stage.exp, accelerator.precision()
-    truncated = count_truncated(model_path, rows, section.max_length, kind)
+    truncated = count_truncated(model_path, rows, section.max_length) if kind == "sft" else 0
     if truncated:
         stage.context.log.warning(
             f"[{exp.name}] {truncated} of {len(rows)} {kind} rows are longer than max_length {section.max_length} tokens "
@@ -87,11 +84,19 @@ def run_training(
     lora = exp.lora if exp.lora.r > 0 else None
     parallel = parallel_args(exp.distributed) if exp.distributed.num_processes > 1 else None
     if not exp.distributed.external:
-        common = dict(precision=precision, seed=exp.seed, log=stage.log, lora=lora, parallel=parallel)
-        if kind == "sft":
-            result = train_sft(model_path, rows, out_dir, section, **common)
-        else:
-            result = train_dpo(model_path, ref_path, rows, out_dir, section, **common)
+        result = train(
+            kind,
+            model_path,
+            ref_path,
+            rows,
+            out_dir,
+            section,
+            precision=precision,
+            seed=exp.seed,
+            log=stage.log,
+            lora=lora,
+            parallel=parallel,
+        )
         result.extra["truncated_rows"] = float(truncated)
         return result
 

@@ -34,7 +34,7 @@ def write_spec(job_dir: Path, **spec) -> Path:
 
 def run(spec: dict, log) -> dict:
     from sx_dagster.config import DPOSection, LoRASection, TrainSection
-    from sx_dagster.ml.training import Precision, train_dpo, train_sft
+    from sx_dagster.ml.training import Precision, train
 
     with open(spec["rows"]) as f:
         rows = [json.loads(line) for line in f]
@@ -42,13 +42,8 @@ def run(spec: dict, log) -> dict:
     lora = LoRASection(**spec["lora"]) if spec.get("lora") else None
     out_dir = Path(spec["out_dir"])
     common = dict(precision=precision, seed=spec["seed"], log=log, lora=lora, parallel=spec.get("parallel"))
-    if spec["kind"] == "sft":
-        result = train_sft(spec["model_path"], rows, out_dir, TrainSection(**spec["section"]), **common)
-    elif spec["kind"] == "dpo":
-        result = train_dpo(spec["model_path"], spec["ref_path"], rows, out_dir, DPOSection(**spec["section"]), **common)
-    else:
-        raise ValueError(f"unknown training kind {spec['kind']!r}")
-    return asdict(result)
+    section = (TrainSection if spec["kind"] == "sft" else DPOSection)(**spec["section"])
+    return asdict(train(spec["kind"], spec["model_path"], spec["ref_path"], rows, out_dir, section, **common))
 
 
 def main(argv: list[str]) -> int:

@@ -212,3 +212,14 @@ def train_dpo(
     )
     result.extra["reference_copy_loaded"] = float(ref is not None)
     return _finish(trainer, result, out_dir, tokenizer, model_path, precision, lora)
+
+
+def train(
+    kind: str, model_path: str | Path, ref_path: str | Path | None, rows: Sequence[dict], out_dir: Path, section, **common
+) -> TrainResult:
+    """One training stage by kind: ``sft`` (SFT and RFT) or ``dpo``; in-process and Pipes jobs both come here."""
+    if kind == "sft":
+        return train_sft(model_path, rows, out_dir, section, **common)
+    if kind == "dpo":
+        return train_dpo(model_path, ref_path, rows, out_dir, section, **common)
+    raise ValueError(f"unknown training kind {kind!r}")
