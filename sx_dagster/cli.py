@@ -44,6 +44,7 @@ def run(experiment: str) -> int:
 
     get_experiment(experiment)  # a clear error before anything starts
     estimate(experiment)
+    print(f"accelerator: {resources()['accelerator'].describe()}", flush=True)
     t0 = time.time()
     result = dg.materialize(ALL_ASSETS, partition_key=experiment, resources=resources(), instance=_instance(), raise_on_error=False)
     timings = []

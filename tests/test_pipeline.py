@@ -116,6 +116,10 @@ def test_metadata_a_user_wants(micro):
     assert "pit_histogram" in meta["first_pit_labels"] or meta["first_pit_labels"]["pits_found"].value == 0
     assert "pit_equals_true_first_error" in meta["first_pit_labels"]
     assert "loss_curve" in meta["sft_checkpoint"] and meta["sft_checkpoint"]["steps"].value > 0
+    # the precision each training stage ran in is recorded (dtype auto: bf16 only with native bf16)
+    want = AcceleratorResource(device="cpu").resolve_dtype()
+    for name in ("sft_checkpoint", "rft_checkpoint", "trained_model", "outcome_dpo_model"):
+        assert meta[name]["dtype"].value == want and meta[name]["device"].value == "cpu"
     assert "table" in meta["eval_scores"] and "accuracy/Self-Explore" in meta["eval_scores"]
     assert meta["dpo_pairs"]["pairs"].value > 0
 

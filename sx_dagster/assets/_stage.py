@@ -186,6 +186,8 @@ def train_metadata(result, title: str) -> dict:
         "steps": result.steps,
         "final_loss": result.final_loss,
         "train_seconds": round(result.seconds, 1),
+        "device": result.device,
+        "dtype": result.dtype,
         "loss_curve": line_plot(steps, losses, title, "step", "loss") if losses else None,
     }
     meta.update({label: result.extra[key] for key, label in _TRAINER_EXTRAS.items() if key in result.extra})

@@ -75,6 +75,7 @@ def run_training(
     from sx_dagster.ml.training import TrainResult, train
 
     exp, precision = stage.exp, accelerator.precision()
+    stage.log(f"{kind} training: {accelerator.describe()}")
     truncated = count_truncated(model_path, rows, section.max_length) if kind == "sft" else 0
     if truncated:
         stage.context.log.warning(
@@ -98,6 +99,7 @@ def run_training(
             parallel=parallel,
         )
         result.extra["truncated_rows"] = float(truncated)
+        result.device, result.dtype = precision.device, precision.dtype
         return result
 
     from sx_dagster.ml.train_job import write_spec
@@ -126,4 +128,5 @@ def run_training(
         shutil.rmtree(job_dir, ignore_errors=True)
     result = TrainResult(**{**raw, "losses": [tuple(x) for x in raw["losses"]]})
     result.extra["truncated_rows"] = float(truncated)
+    result.device, result.dtype = precision.device, precision.dtype
     return result

@@ -42,6 +42,8 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
     final_loss: float | None = None
     extra: dict[str, float] = field(default_factory=dict)  # DPO reward margins, accuracies
+    device: str = ""  # where it trained and in which precision (recorded in the stage's metadata)
+    dtype: str = ""
 
 
 class _Progress(TrainerCallback):

@@ -26,6 +26,8 @@ class GeneratorResource(dg.ConfigurableResource):
     max_model_len: int | None = Field(None, description="vllm: context length; None = the model's")
 
     def load(self, model_path: str | Path, accelerator: AcceleratorResource, batch_size: int, log: Callable[[str], None] | None = None):
+        if log is not None:
+            log(f"generation ({self.backend}): {accelerator.describe()}")
         if self.backend == "vllm":
             from sx_dagster.ml.vllm_backend import VLLMBackend
 
