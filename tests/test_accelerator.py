@@ -5,7 +5,6 @@ import torch
 
 from sx_dagster.resources import AcceleratorResource
 
-
 CASES = [(True, False, "bfloat16"), (False, True, "bfloat16"), (False, False, "float32")]
 
 
