@@ -99,6 +99,7 @@ def main() -> None:
     p.add_argument("--label", default="default", help="name of this configuration in the results file")
     p.add_argument("--out", default=str(HERE / "out" / "paper_table"))
     p.add_argument("--skip-k-sweep", action="store_true")
+    p.add_argument("--pass-n-test", type=int, default=500, help="test questions for pass@N of SFT and RFT (0 = skip)")
     args = p.parse_args()
 
     out = Path(args.out)
@@ -113,11 +114,15 @@ def main() -> None:
     from sx_dagster.assets import ALL_ASSETS
     from sx_dagster.assets.explore import correct_sample_pool, explore_chunk
     from sx_dagster.config import get_experiment
+    from sx_dagster.core.answers import extract_answer, is_correct
+    from sx_dagster.core.prompts import question_prompt
+    from sx_dagster.core.stats import paired_test, pass_at_k
     from sx_dagster.definitions import resources
-    from sx_dagster.ml.generation import HFBackend
+    from sx_dagster.ml.generation import HFBackend, SamplingParams
 
     ks = [int(k) for k in args.ks.split(",")]
     per_seed, k_rows = [], []
+    correct: dict[str, list[bool]] = {m: [] for m in MODELS}  # per question, pooled over seeds
     for seed, name in zip(seeds, names, strict=True):
         res = resources()
         store = res["lineage"]
@@ -142,12 +147,36 @@ def main() -> None:
             "d_g_pair": int(_scalar(store, "SELECT count(*) FROM dpo_pairs WHERE experiment = ?", name)),
             **{f"pipeline_{k}": v for k, v in pit_rates(pit_list).items() if k != "rationales"},
         }
+        preds = store.query("SELECT model, question_id, correct FROM eval_predictions WHERE experiment = ? ORDER BY question_id", [name])
+        for m in MODELS:
+            correct[m] += preds[preds["model"] == m]["correct"].astype(bool).tolist()
+        exp = get_experiment(name)
+        if args.pass_n_test:
+            # The leading indicator: DPO on self-generated pairs sharpens what the model can already
+            # sample, so it needs pass@N on test well above greedy accuracy.
+            test = store.query(
+                "SELECT question, answer FROM questions WHERE experiment = ? AND split = 'test' ORDER BY id LIMIT ?",
+                [name, args.pass_n_test],
+            )
+            n = exp.sampling.n
+            params = SamplingParams(n, exp.sampling.temperature, exp.sampling.top_p, exp.eval.max_new_tokens, exp.seed + 7, exp.task.name)
+            for label, asset in (("SFT", "sft_checkpoint"), ("RFT", "rft_checkpoint")):
+                acc_res = res["accelerator"]
+                path = store.latest_lineage(name, asset)["checkpoint_path"]
+                backend = HFBackend(path, acc_res.resolve_device(), acc_res.resolve_dtype(), exp.gen_batch_size)
+                gens = backend.generate([question_prompt(q) for q in test["question"]], params)
+                backend.close()
+                c = [
+                    sum(is_correct(extract_answer(g.text, exp.task.name), a, exp.task.name) for g in gs)
+                    for gs, a in zip(gens, test["answer"], strict=True)
+                ]
+                row[f"{label}_pass@1"] = round(100 * sum(pass_at_k(n, x, 1) for x in c) / len(c), 1)
+                row[f"{label}_pass@{n}"] = round(100 * sum(pass_at_k(n, x, n) for x in c) / len(c), 1)
         per_seed.append(row)
         print(f"[{name}] {wall:.0f} s: " + ", ".join(f"{m} {row[m]}" for m in MODELS), flush=True)
 
         if args.skip_k_sweep:
             continue
-        exp = get_experiment(name)
         rows = store.query(
             "SELECT p.id AS pair_id, p.question_id, p.rejected_sample_id, p.rejected, q.question, q.answer, q.meta "
             "FROM outcome_pairs p JOIN questions q ON q.experiment = p.experiment AND q.id = p.question_id "
@@ -176,6 +205,17 @@ def main() -> None:
     for m, vals in summary.items():
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
         print(f"| {m} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {statistics.mean(vals):.1f} | {sd:.1f} |")
+    print(f"\nPaired test per question, pooled over seeds (n = {len(correct['Self-Explore'])}): McNemar exact, 95% bootstrap CI")
+    print("| Self-Explore vs | diff (points) | 95% CI | SE only right | other only right | p |\n|---|---:|---|---:|---:|---:|")
+    for other in ("RFT", "outcome DPO", "SFT"):
+        t = paired_test(correct["Self-Explore"], correct[other])
+        print(f"| {other} | {t.diff_points:+.2f} | [{t.ci_low:+.2f}, {t.ci_high:+.2f}] | {t.a_only} | {t.b_only} | {t.p_value:.3g} |")
+    passes = [c for c in per_seed[0] if "pass@" in c]
+    if passes:
+        print("\npass@k on test at the sampling temperature (greedy accuracy is in the table above):")
+        print("| " + " | ".join(["seed", *passes]) + " |\n|---|" + "---:|" * len(passes))
+        for r in per_seed:
+            print(f"| {r['seed']} | " + " | ".join(str(r[c]) for c in passes) + " |")
     counts = ["d_pair", "pits_found", "d_g_pair", "samples_correct", "wall_s"]
     print("\n| seed | " + " | ".join(counts) + " |\n|---|" + "---|" * len(counts))
     for r in per_seed:
