@@ -29,6 +29,21 @@ sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results" / "sft_curve_runs.csv"
 
 
+def greedy_accuracy(model, tok, test) -> float:
+    """Greedy accuracy (%) of ``model`` on ``test`` examples, through the HF generation backend."""
+    from sx_dagster.core.answers import extract_answer, is_correct
+    from sx_dagster.core.prompts import question_prompt
+    from sx_dagster.ml.generation import HFBackend, SamplingParams
+    from sx_dagster.ml.tiny import save_tiny
+
+    with tempfile.TemporaryDirectory() as d:
+        save_tiny(model, tok, d)
+        be = HFBackend(d, "cpu", "float32", 256, prefix_cache=False)
+        gens = be.generate([question_prompt(e.question) for e in test], SamplingParams(1, 0.0, 1.0, 64, 0, "synthetic"))
+    ok = sum(is_correct(extract_answer(x[0].text, "synthetic"), e.answer, "synthetic") for x, e in zip(gens, test, strict=True))
+    return round(100 * ok / len(test), 1)
+
+
 def main() -> None:
     from paper_table import write_experiments
 
@@ -50,10 +65,8 @@ def main() -> None:
 
     from sx_dagster.assets.data import load_split
     from sx_dagster.config import get_experiment
-    from sx_dagster.core.answers import extract_answer, is_correct
     from sx_dagster.core.prompts import question_prompt
-    from sx_dagster.ml.generation import HFBackend, SamplingParams
-    from sx_dagster.ml.tiny import build_tiny_model, save_tiny, train_tokenizer
+    from sx_dagster.ml.tiny import build_tiny_model, train_tokenizer
 
     rows = []
     for seed, name in zip(seeds, names, strict=True):
@@ -73,17 +86,8 @@ def main() -> None:
         g = torch.Generator().manual_seed(seed)
         order: list[int] = []
         t0, train_s = time.perf_counter(), 0.0
-        print(f"[{name}] {sum(x.numel() for x in model.parameters()):,} params, {len(train)} train, {steps} steps at batch {bs}", flush=True)
-
-        def evaluate(step: int) -> None:
-            with tempfile.TemporaryDirectory() as d:
-                save_tiny(model, tok, d)
-                be = HFBackend(d, "cpu", "float32", 256, prefix_cache=False)
-                gens = be.generate([question_prompt(e.question) for e in test], SamplingParams(1, 0.0, 1.0, 64, 0, "synthetic"))
-                ok = sum(is_correct(extract_answer(x[0].text, "synthetic"), e.answer, "synthetic") for x, e in zip(gens, test, strict=True))
-            acc = round(100 * ok / len(test), 1)
-            rows.append({"seed": seed, "step": step, "steps": steps, "sft_accuracy": acc, "train_s": round(train_s, 1)})
-            print(f"  step {step:5d}/{steps}: greedy {acc:5.1f}%  ({train_s:.0f} s training)", flush=True)
+        n_params = sum(x.numel() for x in model.parameters())
+        print(f"[{name}] {n_params:,} params, {len(train)} train, {steps} steps at batch {bs}", flush=True)
 
         model.train()
         for step in range(1, steps + 1):
@@ -110,7 +114,9 @@ def main() -> None:
             train_s += time.perf_counter() - t
             if step % args.eval_every == 0 or step == steps:
                 model.eval()
-                evaluate(step)
+                acc = greedy_accuracy(model, tok, test)
+                rows.append({"seed": seed, "step": step, "steps": steps, "sft_accuracy": acc, "train_s": round(train_s, 1)})
+                print(f"  step {step:5d}/{steps}: greedy {acc:5.1f}%  ({train_s:.0f} s training)", flush=True)
                 model.train()
         print(f"[{name}] wall {time.perf_counter() - t0:.0f} s", flush=True)
     RESULTS.parent.mkdir(exist_ok=True)

@@ -35,8 +35,10 @@ def main() -> None:
     bs = exp.sft.batch_size * exp.sft.grad_accum
     lengths = [len(ids) + 1 for ids in tok(texts)["input_ids"]]
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{args.experiment}: {n_params:,} parameters, batch {bs}, tokens per row mean {sum(lengths) / len(lengths):.1f} max {max(lengths)}")
-    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16 {cpu_has_native_bf16()}, threads {torch.get_num_threads()}")
+    mean = sum(lengths) / len(lengths)
+    print(f"{args.experiment}: {n_params:,} parameters, batch {bs}, tokens per row mean {mean:.1f} max {max(lengths)}")
+    cap = torch.backends.cpu.get_cpu_capability()
+    print(f"CPU capability {cap}, native bf16 {cpu_has_native_bf16()}, threads {torch.get_num_threads()}")
     modes = ["float32"] + (["bfloat16"] if cpu_has_native_bf16() else [])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     print("| dtype | s/step | tokens/s |\n|---|---:|---:|")

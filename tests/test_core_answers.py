@@ -1,12 +1,9 @@
-"""Answers, the checker and the safe calculator, including hostile input."""
-
-import random
-import time
+"""Answers, the checker and the safe calculator (hostile input: tests/test_core_hostile.py)."""
 
 import pytest
 
-from sx_dagster.core.answers import extract_answer, is_correct, normalize_number, warm_up_math_verify
-from sx_dagster.core.calculator import UnsafeExpression, check_annotations, equations, safe_arith
+from sx_dagster.core.answers import extract_answer, is_correct, normalize_number
+from sx_dagster.core.calculator import UnsafeExpression, check_annotations, check_plain_equations, equations, safe_arith
 
 
 @pytest.mark.parametrize(
@@ -97,54 +94,64 @@ def test_check_annotations():
     assert equations("5 + 3 = 8 apples\n8 * 2 = 16 apples") == ("5+3=8", "8*2=16")
 
 
-def _hostile_strings(n: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    digits = "0123456789٠١٢٣٤٥٦٧٨٩０１２３４５６７８９𝟎𝟏𝟐"
-    makers = [
-        lambda: "9" * rng.randint(1, 50) + "**" + "9" * rng.randint(1, 50),
-        lambda: "**".join(["9"] * rng.randint(2, 30)),
-        lambda: "(" * rng.randint(50, 5000) + "1" + ")" * rng.randint(0, 5000),
-        lambda: "__import__('os').system('echo pwned')",
-        lambda: "".join(rng.choice(digits) for _ in range(rng.randint(1, 40))),
-        lambda: "1" * rng.randint(10_000, 1_000_000),
-        lambda: "The answer is " + "9" * rng.randint(1000, 100_000),
-        lambda: r"\boxed{" * rng.randint(1, 3000) + "x",
-        lambda: r"10^{10^{10^{" + str(rng.randint(1, 99)) + "}}}",
-        lambda: "<<" + "2**" * rng.randint(1, 200) + "2=4>>",
-        lambda: (
-            "".join(chr(rng.randint(0, 0x10FFFF)) for _ in range(rng.randint(1, 200))).encode("utf-8", "replace").decode("utf-8", "replace")
-        ),
-        lambda: "lambda: 0" + "\n" * rng.randint(0, 100) + "#### " + "1e9999",
-        lambda: r"\frac{" * rng.randint(1, 500) + "1" + "}" * rng.randint(1, 500),
-        lambda: "(" + "+".join(str(rng.randint(0, 10**18)) for _ in range(rng.randint(1, 300))) + ")",
-    ]
-    return [makers[i % len(makers)]() for i in range(n)]
+@pytest.mark.parametrize(
+    ("pred", "gold", "ok"),
+    [
+        # issue 15: math-verify failed to parse "**" and read a number inside the text instead.
+        ("10**10", "10", False),
+        ("3**2", "3", False),
+        ("3 ** 2", "2", False),  # spaced, it was read as its exponent
+        ("7**100", "7", False),
+        ("2**3", "2", False),
+        ("3**x", "3", False),
+        ("-1**2", "1", False),  # -(1**2) = -1
+        # a**b is its value: equal to a exactly when it is.
+        ("1**5", "1", True),
+        ("7**1", "7", True),
+        ("0**1", "0", True),
+        ("2**3", "8", True),
+        ("3 ** 2", "9", True),
+        ("2**{10}", "1024", True),
+        ("2**-1", r"\frac{1}{2}", True),
+        ("(-1)**2", "1", True),
+        ("x**2", "x^2", True),
+        ("(x+1)**2", "(x+1)^2", True),
+        ("4", "2**2", True),  # on the gold side too
+        # other malformed operators are not read as a number inside them either
+        ("7//2", "7", False),
+        ("3**", "3", False),
+        ("3*", "3", False),
+        ("3@2", "3", False),
+    ],
+)
+def test_math_powers_graded_by_value(pred, gold, ok):
+    assert is_correct(pred, gold, "math") is ok
 
 
-def test_hostile_input_returns_fast_and_never_raises():
-    warm_up_math_verify()
-    strings = _hostile_strings(1000)
-    calls = [
-        ("check_annotations", lambda s: check_annotations(s)),
-        ("check_annotations<<>>", lambda s: check_annotations(f"<<{s}=1>>")),
-        ("safe_arith", lambda s: _swallow_unsafe(s)),
-        *[(f"extract+check {t}", lambda s, t=t: is_correct(extract_answer(s, t), "18", t)) for t in ("gsm8k", "synthetic", "math")],
-        ("is_correct math raw", lambda s: is_correct(s[:250], r"\frac{1}{2}", "math")),
-        ("is_correct math as gold", lambda s: is_correct("3", s[:250], "math")),
-    ]
-    slowest = (0.0, "")
-    for i, s in enumerate(strings):
-        for name, call in calls:
-            t = time.perf_counter()
-            call(s)  # any exception escaping fails the test
-            elapsed = time.perf_counter() - t
-            assert elapsed < 1.0, f"{name} on hostile string #{i} took {elapsed:.2f}s: {s[:80]!r}"
-            slowest = max(slowest, (elapsed, name))
-    print(f"slowest call: {slowest[1]} {slowest[0]:.3f}s")
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("<<7//2=3>>3", True),  # floor division, as the reference's eval() read it
+        ("<<7//2=3.5>>3.5", False),  # 3.5 is true division
+        ("<<-7//2=-4>>-4", True),  # Python floors toward minus infinity
+        ("<<10//0=1>>1", False),  # division by zero: wrong, not an exception
+        ("<<10/0=1>>1", False),
+        ("<<2//3*3=0>>0", True),
+        ("<<10/3=3.333>>3.333", True),  # |3.33333 - 3.333| = 0.00033 <= 1e-3
+        ("<<10/3=3.33>>3.33", False),  # 0.0033 > 1e-3
+        ("<<1000+0.0009=1000>>1000", True),  # 0.0009 <= 1e-3
+        ("<<1000+0.002=1000>>1000", False),  # 0.002 > 1e-3
+    ],
+)
+def test_check_annotations_floor_division_and_tolerance(text, ok):
+    assert check_annotations(text) is ok
+    assert check_plain_equations(text.replace("<<", " ").replace(">>", " ")) is ok  # one evaluator for both
 
 
-def _swallow_unsafe(s: str) -> None:
-    try:
-        safe_arith(s)
-    except UnsafeExpression:
-        pass
+def test_floor_division_goes_through_the_safe_evaluator():
+    assert safe_arith("7//2") == 3
+    assert safe_arith("-7//2") == -4
+    assert equations("so 7 // 2 = 3 boxes") == ("7//2=3",)
+    for bad in ["10//0", "(1//0)+1", "9**99//1", "__import__('os')//1"]:
+        with pytest.raises(UnsafeExpression):
+            safe_arith(bad)

@@ -27,6 +27,19 @@ MAX_TEXT_CHARS = 200_000
 _ANSWER_IS = re.compile(r"[Tt]he answer is:?\s*")
 _GSM8K_GOLD = re.compile(r"####\s*(.+)")
 _EXPONENT_TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\(\s*[^()]*\^|\^\s*\d+\s*\^|\*\*\s*\(?\s*\d+\s*\*\*")
+# What math-verify is handed: measured worst cases (issue 15) are a quarter second of parsing
+# at 250 characters and a tenth more per level of bracket nesting; MATH-500's longest gold
+# answer has 53 characters and nests 2 deep. Longer or deeper answers are compared as strings.
+MAX_VERIFY_CHARS = 160
+MAX_VERIFY_NESTING = 4
+MAX_POWERS = 12  # x^8 + x^7 + ... + x^2 + x + 1 is a MATH-500 answer
+MAX_EXPONENT_DIGITS = 4  # 2^{2006} is a MATH answer; 10^{99999999} would stall sympy
+_POWER = re.compile(r"\^|\*\*")
+_EXPONENT_ATOM = re.compile(r"\s*(?:[-+]?\s*\d+(?:\.\d+)?|\\[A-Za-z]+|.)", re.DOTALL)
+# Scientific notation: math-verify reads "1e5" as 1*e*5, so it is compared as a string.
+_SCIENTIFIC = re.compile(r"\d[eE][-+]?\d")
+# Python's "a**b" with its exponent: a number, a letter or command, a (...) or {...} group.
+_PY_POWER = re.compile(r"\*\*\s*(-?\d+(?:\.\d+)?|[A-Za-z]|\\[A-Za-z]+|\([^()]*\)|\{([^{}]*)\})")
 _NUMBER = re.compile(r"-?\$?\s*(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\$?\s*\.\d+")
 
 
@@ -132,11 +145,57 @@ def _math_fast_form(s: str) -> str:
     return s.rstrip(".")
 
 
+def _latex_powers(s: str) -> str:
+    """``a**b`` (Python's power, which models write) as LaTeX's ``a^{b}``.
+
+    math-verify's LaTeX parser rejects ``**``; math-verify then falls back to a number found
+    inside the text, so ``3**2`` was read as 3 (or as 2 when spaced) and graded equal to 3
+    (issue 15). A ``**`` this cannot rewrite stays, fails to parse, and is compared as a string.
+    """
+    return _PY_POWER.sub(lambda m: "^{" + (m.group(2) if m.group(2) is not None else m.group(1)) + "}", s)
+
+
+def _group_end(s: str, i: int) -> int:
+    """End of the bracketed group opening at ``s[i]`` (``len(s)`` when it never closes)."""
+    depth = 0
+    for j in range(i, len(s)):
+        if s[j] in "{(":
+            depth += 1
+        elif s[j] in "})":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+    return len(s)
+
+
+def _exponents(s: str) -> list[str]:
+    """The exponent of each ``^`` or ``**``: a bracketed group, or one atom (a command takes
+    the groups that follow it: ``2^\\frac{1}{2}``)."""
+    out = []
+    for m in _POWER.finditer(s):
+        i = m.end()
+        while i < len(s) and s[i].isspace():
+            i += 1
+        if i < len(s) and s[i] in "{(":
+            end = _group_end(s, i)
+        else:
+            atom = _EXPONENT_ATOM.match(s, i)
+            end = atom.end() if atom else i
+            if atom and atom.group(0).lstrip().startswith("\\"):
+                while end < len(s) and s[end] == "{":
+                    end = _group_end(s, end)
+        out.append(s[i:end])
+    return out
+
+
 def _too_hostile(s: str) -> bool:
     """Inputs no real final answer looks like, which can stall sympy: compared as strings."""
-    if len(s) > MAX_ANSWER_CHARS or s.count("^") > 4 or s.count("!") > 2:
+    # "\\!" is a thin space, not a factorial (MATH writes 11,\\! 111).
+    if len(s) > MAX_VERIFY_CHARS or len(_POWER.findall(s)) > MAX_POWERS or s.replace("\\!", "").count("!") > 2:
         return True
-    if _EXPONENT_TOWER.search(s):  # 10^{10^{10}}: sympy would try to evaluate it
+    if _EXPONENT_TOWER.search(s) or _SCIENTIFIC.search(s):  # 10^{10^{10}}: sympy would try to evaluate it
+        return True
+    if any(sum(c.isdigit() for c in e) > MAX_EXPONENT_DIGITS or "!" in e for e in _exponents(s)):
         return True
     depth = deepest = 0
     for c in s:
@@ -145,18 +204,20 @@ def _too_hostile(s: str) -> bool:
             deepest = max(deepest, depth)
         elif c in ")}]":
             depth -= 1
-    return deepest > 12 or depth != 0
+    return deepest > MAX_VERIFY_NESTING or depth != 0
 
 
 def is_correct(pred: str | None, gold: str, task: str, timeout_s: float = 0.75) -> bool:
     """Whether a predicted final answer equals the gold answer.
 
     ``synthetic`` / ``gsm8k``: numeric equality (relative tolerance 1e-6) after
-    :func:`normalize_number`. ``math``: exact or numeric fast path, then ``math-verify``
-    with gold first (it is not symmetric), in a worker process killed after ``timeout_s``
-    seconds of wall clock (math-verify's own SIGALRM timeout does not work off the main
-    thread, and Dagster runs assets off it). Never raises on hostile input: unparsable or
-    timed-out comparisons count as wrong.
+    :func:`normalize_number`. ``math``: Python's ``a**b`` read as ``a^{b}``, an exact or
+    numeric fast path, then ``math-verify`` (LaTeX only: unparsable text is never read as a
+    number inside it) with gold first (it is not symmetric), in a worker process killed
+    after ``timeout_s`` seconds of wall clock (math-verify's own SIGALRM timeout does not work
+    off the main thread, and Dagster runs assets off it). Answers sympy could stall on (see
+    :func:`_too_hostile`) are compared as strings. Never raises on hostile input: unparsable
+    or timed-out comparisons count as wrong.
     """
     _check_task(task)
     if pred is None or not isinstance(pred, str) or not isinstance(gold, str):
@@ -165,6 +226,7 @@ def is_correct(pred: str | None, gold: str, task: str, timeout_s: float = 0.75) 
         return bool(_numeric_equal(pred, gold))
     if _too_hostile(pred) or _too_hostile(gold):
         return pred.strip() == gold.strip()
+    pred, gold = _latex_powers(pred), _latex_powers(gold)
     fp, fg = _math_fast_form(pred), _math_fast_form(gold)
     if fp == fg:
         return True
@@ -179,10 +241,24 @@ def is_correct(pred: str | None, gold: str, task: str, timeout_s: float = 0.75) 
 
 def _serve_stdio() -> None:  # pragma: no cover - runs in the worker subprocess
     """Worker loop: one JSON [gold, pred] per stdin line, one "1"/"0" per stdout line."""
+    import gc
     import json
 
-    from math_verify import parse, verify
+    from math_verify import LatexExtractionConfig, parse, verify
 
+    # LaTeX only: with math-verify's default expression extraction as well, text whose LaTeX
+    # fails to parse is read as a number found inside it ("3**2" as 3, "7//2" as 7), so a
+    # malformed answer could equal a part of itself. All 500 MATH-500 gold answers parse to
+    # the same expression either way (measured for issue 15).
+    latex_only = [LatexExtractionConfig()]
+    # The first comparison builds math-verify's parsers (a quarter second): do it before
+    # "ready", so no graded call pays it. Then freeze the heap, so that garbage collections
+    # during a graded call do not walk sympy's and lark's objects.
+    try:
+        verify(parse("$x^{2}+1$", extraction_config=latex_only), parse("$1+x^2$", extraction_config=latex_only))
+    except Exception:  # noqa: BLE001 - a warm-up only; graded calls report their own failures
+        pass
+    gc.freeze()
     out = sys.stdout
     out.write("ready\n")
     out.flush()
@@ -191,7 +267,8 @@ def _serve_stdio() -> None:  # pragma: no cover - runs in the worker subprocess
             gold, pred = json.loads(line)
             # In this process we are the main thread, so math-verify's own timeouts work too.
             # Extracted answers are bare LaTeX; math-verify only reads LaTeX inside delimiters.
-            g, p = parse(f"${gold}$", parsing_timeout=1), parse(f"${pred}$", parsing_timeout=1)
+            g = parse(f"${gold}$", extraction_config=latex_only, parsing_timeout=1)
+            p = parse(f"${pred}$", extraction_config=latex_only, parsing_timeout=1)
             ok = bool(verify(g, p, timeout_seconds=1))
         except BaseException:  # noqa: BLE001 - hostile input may raise anything
             ok = False
