@@ -160,8 +160,9 @@ def test_resume_after_kill_9_mid_chunk(tmp_path):
     assert proc.returncode == -9, proc.stderr[-2000:]
     store = LineageStore(database=str(tmp_path / "sx.duckdb"))
     assert store.query("SELECT chunk FROM chunks WHERE experiment = 'micro-b'")["chunk"].tolist() == [0]
-    assert _count(store, "samples", "micro-b") == 12 * 2  # one committed chunk of 12 questions x N=2
-    first_chunk = store.query("SELECT id, text FROM samples WHERE experiment = 'micro-b' ORDER BY id")
+    # one committed chunk of 12 questions x N=2, staged apart until the stage finishes
+    assert _count(store, "samples_staged", "micro-b") == 12 * 2 and _count(store, "samples", "micro-b") == 0
+    first_chunk = store.query("SELECT id, text FROM samples_staged WHERE experiment = 'micro-b' ORDER BY id")
     result = _materialize(tmp_path, "micro-b", selection=["sampled_rationales"])
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     assert meta["chunks_resumed"].value == 1 and meta["chunks"].value == 2

@@ -1,5 +1,9 @@
 """The resume unit of the long stages: work is split into chunks, each chunk's rows and its
-commit marker land in one transaction, and a re-run skips the chunks already committed."""
+commit marker land in one transaction, and a re-run skips the chunks already committed.
+
+Chunk rows are staged apart under the stage's fingerprint; the asset's current rows are
+replaced only when every chunk is in (one transaction), so a failed or killed re-run leaves
+the old rows, and a re-run with either config resumes or skips."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import pandas as pd
 
 from sx_dagster.assets._stage import Stage
 from sx_dagster.resources import LineageStore
+from sx_dagster.resources.lineage import PROMOTED
 
 # Test hook: kill -9 this process after this many chunks were committed in this run, before
 # the next chunk is written (tests/test_pipeline.py uses it to simulate a crash).
@@ -31,10 +36,16 @@ def run_chunks(
     load_backend: Callable[[], object],
     work: Callable[[object, int, pd.DataFrame], dict[str, pd.DataFrame]],
 ):
-    """Run ``work(backend, chunk_index, chunk)`` for every chunk not yet committed and commit
-    its frames. The backend is loaded only if some chunk is left. Returns (backend stats or
-    None, number of chunks resumed)."""
-    done = lineage.committed_chunks(stage.name, stage.asset, stage.fingerprint, tables)
+    """Run ``work(backend, chunk_index, chunk)`` for every chunk not yet committed for this
+    fingerprint, commit its frames (staged), then promote all chunks to the asset's ``tables``.
+    The backend is loaded only if some chunk is left. Returns (backend stats or None, number
+    of chunks resumed)."""
+    prev = lineage.latest_lineage(stage.name, stage.asset)
+    if prev is not None and prev.get("status") == PROMOTED and prev["fingerprint"] == stage.fingerprint:
+        # Killed after the promotion, before the lineage row: the rows are already this run's.
+        stage.log(f"rows of fingerprint {stage.fingerprint} already promoted by run {prev['run_id']}")
+        return None, len(chunks)
+    done = lineage.staged_chunks(stage.name, stage.asset, stage.fingerprint)
     if done:
         stage.log(f"resuming: {len(done)}/{len(chunks)} chunks already committed")
     backend, committed = None, 0
@@ -54,4 +65,5 @@ def run_chunks(
     finally:
         if backend is not None:
             backend.close()
-    return (backend.stats if backend is not None else None), len(done)
+    lineage.promote_chunks(stage.name, stage.asset, stage.fingerprint, stage.run_id, tables)
+    return (backend.stats if backend is not None else None), len(done & set(range(len(chunks))))

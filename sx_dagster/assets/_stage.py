@@ -1,12 +1,16 @@
 """What every stage does around its paper step: find its experiment, fingerprint its inputs,
-skip when nothing changed, and record a lineage row and Dagster metadata when done."""
+skip when nothing changed, and record a lineage row and Dagster metadata when done.
+
+A stage's row replacements (:meth:`Stage.replace`, :meth:`Stage.record_checkpoint`) are
+held until :meth:`Stage.done` and written with its lineage row in one transaction: a re-run
+that fails leaves the old rows and the old lineage, and either config re-runs cleanly."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -15,7 +19,8 @@ import pandas as pd
 from sx_dagster.assets._plots import line_plot
 from sx_dagster.config import ConfigError, ExperimentConfig, get_experiment, load_experiments
 from sx_dagster.resources import CheckpointStore, LineageStore
-from sx_dagster.resources.checkpoints import checkpoint_hash
+from sx_dagster.resources.checkpoints import checkpoint_hash, file_digest
+from sx_dagster.resources.lineage import DONE
 
 _PKG = Path(__file__).resolve().parents[1]
 
@@ -37,17 +42,21 @@ def gpu_step() -> dict:
     - the ``gpu`` concurrency pool: its limit (shipped ``deploy/dagster.yaml``: 1) caps how
       many such steps run at once across all runs of a backfill;
     - retries with exponential backoff for transient failures (a preempted node, a flaky
-      download); errors that would fail again (bad config, bad data) are raised as
-      non-retriable failures. ``SX_STEP_RETRIES`` sets the count (default 2);
+      download, a locked store). Errors that would fail again (a model that cannot load, a
+      damaged DuckDB file, bad data, bad config) are not retried: every asset body is wrapped
+      in ``sx_dagster.failures.step``, which raises them as ``Failure(allow_retries=False)``.
+      ``SX_STEP_RETRIES`` sets the count (default 2), ``SX_STEP_RETRY_DELAY`` the first delay
+      in seconds (default 30);
     - a ``dagster-k8s/config`` tag requesting ``SX_K8S_GPUS`` GPUs (default 1) for the step's
       pod under ``k8s_job_executor``.
     """
     gpus = os.environ.get("SX_K8S_GPUS", "1")
     retries = int(os.environ.get("SX_STEP_RETRIES", "2"))
+    delay = float(os.environ.get("SX_STEP_RETRY_DELAY", "30"))
     k8s = {"container_config": {"resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}}}}
     return dict(
         pool="gpu",
-        retry_policy=dg.RetryPolicy(max_retries=retries, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+        retry_policy=dg.RetryPolicy(max_retries=retries, delay=delay, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
         op_tags={"dagster-k8s/config": k8s},
     )
 
@@ -67,7 +76,10 @@ class Stage:
         code: str,
         sections: tuple[str, ...] = (),
         upstream: tuple[str, ...] = (),
+        task_files: bool = False,
     ) -> None:
+        """``task_files``: the stage reads the task's local JSONL files; they are fingerprinted
+        by their bytes, so an edit in place re-runs it (and, through it, what depends on it)."""
         self.context, self.lineage, self.asset = context, lineage, asset
         try:
             self.exp: ExperimentConfig = get_experiment(context.partition_key)
@@ -82,23 +94,50 @@ class Stage:
                 raise dg.Failure(
                     f"{asset}: upstream asset {up!r} has not been materialized for experiment {self.name!r}", allow_retries=False
                 )
+            if not _finished(row):
+                raise dg.Failure(
+                    f"{asset}: the last run of upstream asset {up!r} ({row['run_id']}) did not finish for experiment "
+                    f"{self.name!r}: re-materialize {up}",
+                    allow_retries=False,
+                )
             self.inputs[up] = row
         self.config = self.exp.section_dump(*sections)
         self.code = code
+        self._writes: list[tuple[dict[str, pd.DataFrame], str, list]] = []
         payload = {
             "code": code,
             "config": self.config,
-            "inputs": {k: v["fingerprint"] for k, v in self.inputs.items()},
+            # an upstream checkpoint by its bytes too: a retrained model with other weights re-runs what uses it
+            "inputs": {k: [v["fingerprint"], v.get("checkpoint_hash")] for k, v in self.inputs.items()},
+            "files": {f: file_digest(f) for f in self._task_files()} if task_files else {},
         }
         self.fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _task_files(self) -> list[str]:
+        # a missing file is left to the loader, which names it
+        paths = {self.exp.task.train_path, self.exp.task.test_path}
+        return sorted(p for p in paths if p and Path(p).is_file())
 
     def log(self, msg: str) -> None:
         self.context.log.info(f"[{self.name}] {msg}")
 
     def input_checkpoint(self, up: str) -> tuple[str, str]:
-        """(path or model id, checkpoint id) of an upstream model asset."""
+        """(path or model id, checkpoint id) of an upstream model asset. A local checkpoint
+        (one with a hash) that is gone from disk fails at once, naming the asset to re-run."""
         row = self.inputs[up]
-        return row["checkpoint_path"], checkpoint_id(self.name, up, row["checkpoint_hash"])
+        path, digest = row["checkpoint_path"], row.get("checkpoint_hash")
+        if isinstance(digest, str) and not Path(path).exists():
+            raise dg.Failure(
+                f"[{self.name}] {self.asset}: checkpoint missing: {path} (written by {up}, run {row['run_id']}); "
+                f"re-materialize {up} for experiment {self.name!r}",
+                allow_retries=False,
+            )
+        return path, checkpoint_id(self.name, up, digest)
+
+    def replace(self, writes: dict[str, pd.DataFrame], where: str = "", params: Sequence = ()) -> None:
+        """Replace the experiment's rows of each table (as ``LineageStore.replace_partition``)
+        when the stage is done, in the transaction of its lineage row; until then the old rows stay."""
+        self._writes.append((writes, where, list(params)))
 
     def write_checkpoint(
         self, checkpoints: CheckpointStore, name: str, write: Callable[[Path], object], parent: str | None
@@ -113,7 +152,7 @@ class Stage:
         return str(path), digest, out
 
     def record_checkpoint(self, name: str, path: str, digest: str | None, parent: str | None) -> None:
-        """One row per model checkpoint (path and hash), replaced when the asset is re-run."""
+        """One row per model checkpoint (path and hash), replaced when the stage is done."""
         row = dict(
             experiment=self.name,
             id=checkpoint_id(self.name, name, digest),
@@ -123,18 +162,29 @@ class Stage:
             parent_id=parent,
             run_id=self.run_id,
         )
-        self.lineage.replace_partition(self.name, {"checkpoints": pd.DataFrame([row])}, "AND name = ?", [name])
+        self.replace({"checkpoints": pd.DataFrame([row])}, "AND name = ?", [name])
 
     def unchanged(self, checkpoints: CheckpointStore | None = None, checks=None) -> dg.MaterializeResult | None:
-        """The previous result when code, config and inputs are identical: the cheap re-run.
+        """The previous result when code, config and inputs are identical and the last run
+        finished: the cheap re-run. A local checkpoint of the asset must still be on disk with
+        the bytes it was recorded with, else the stage runs again.
 
-        ``checks`` re-evaluates the asset's checks on the stored rows (Dagster needs them)."""
+        ``checks`` re-evaluates the asset's checks on the stored rows (Dagster needs them).
+        ``checkpoints`` is accepted for the callers; the lineage row names the checkpoint."""
         prev = self.lineage.latest_lineage(self.name, self.asset)
         if prev is None or prev["fingerprint"] != self.fingerprint:
             return None
-        path = prev.get("checkpoint_path")
-        if checkpoints is not None and path and Path(path).is_absolute() and not Path(path).exists():
+        if not _finished(prev):
+            self.log(f"last run {prev['run_id']} did not finish (status {prev['status']}): running")
             return None
+        path, digest = prev.get("checkpoint_path"), prev.get("checkpoint_hash")
+        if isinstance(digest, str):
+            if not Path(path).exists():
+                self.log(f"checkpoint missing: {path}: running again")
+                return None
+            if checkpoint_hash(path) != digest:
+                self.log(f"checkpoint {path} changed on disk since run {prev['run_id']}: running again")
+                return None
         meta = json.loads(prev["metadata"] or "{}")
         self.log(f"unchanged since run {prev['run_id']} (fingerprint {self.fingerprint}): skipped")
         return dg.MaterializeResult(
@@ -164,6 +214,7 @@ class Stage:
                 "checkpoint_hash": checkpoint_hash,
                 "metadata": plain,
             },
+            writes=self._writes,
         )
         meta = {**metadata, "fingerprint": self.fingerprint, "skipped_unchanged": False}
         if checkpoint_path:
@@ -176,6 +227,8 @@ _TRAINER_EXTRAS = {
     "rewards/accuracies": "reward_accuracy",
     "truncated_rows": "truncated_rows",
     "world_size": "training_processes",
+    "global_batch": "global_batch",
+    "warmup_steps": "warmup_steps",
 }
 
 
@@ -196,6 +249,11 @@ def train_metadata(result, title: str) -> dict:
 
 def checkpoint_id(experiment: str, name: str, digest: str | None) -> str:
     return f"{experiment}/{name}@{(digest or 'hub')[:12]}"
+
+
+def _finished(row: dict) -> bool:
+    """The lineage row is of a stage that finished (NULL status: rows of older versions)."""
+    return not isinstance(row.get("status"), str) or row["status"] == DONE
 
 
 def _plain(meta: dict) -> dict:

@@ -9,6 +9,7 @@ from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
 from sx_dagster.core.steps import split_steps
 from sx_dagster.core.synthetic import SyntheticConfig
 from sx_dagster.core.tasks import DatasetError, TaskExample, load_jsonl, synthetic_examples
+from sx_dagster.failures import step
 from sx_dagster.resources import LineageStore
 
 CODE = code_version("data")
@@ -38,17 +39,20 @@ def load_split(task, split: str) -> list[TaskExample]:
     code_version=CODE,
     description="Train and test questions with gold rationales and answers (synthetic, GSM8K or MATH).",
 )
+@step
 def task_dataset(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.MaterializeResult:
-    stage = Stage(context, lineage, "task_dataset", CODE, sections=())
+    stage = Stage(context, lineage, "task_dataset", CODE, sections=(), task_files=True)
     if (skip := stage.unchanged()) is not None:
         return skip
     try:
         train, test = load_split(stage.exp.task, "train"), load_split(stage.exp.task, "test")
+        if not train or not test:
+            raise DatasetError(f"task {stage.exp.task.name!r}: no {'train' if not train else 'test'} examples")
     except DatasetError as e:
         raise dg.Failure(f"[{stage.name}] {e}", allow_retries=False) from None
     df = pd.DataFrame([e.__dict__ for e in train + test])
     df["experiment"], df["run_id"], df["parent_id"] = stage.name, stage.run_id, None
-    lineage.replace_partition(stage.name, {"questions": df})
+    stage.replace({"questions": df})
     steps = Counter(len(split_steps(e.rationale or "", stage.exp.task.name)) for e in train)
     stage.log(f"{len(train)} train and {len(test)} test questions written")
     return stage.done(

@@ -8,6 +8,7 @@ from sx_dagster.assets._plots import bar_plot
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, gpu_step
 from sx_dagster.core.answers import extract_answer, is_correct
 from sx_dagster.core.prompts import few_shot_prompt, question_prompt
+from sx_dagster.failures import step
 from sx_dagster.resources import AcceleratorResource, GeneratorResource, LineageStore
 
 CODE = code_version("evaluate")
@@ -30,6 +31,7 @@ MODELS = {
     deps=list(MODELS.values()),
     description="Greedy test accuracy of base (few-shot), SFT, RFT, outcome DPO and Self-Explore.",
 )
+@step
 def eval_scores(
     context: dg.AssetExecutionContext,
     lineage: LineageStore,
@@ -53,7 +55,7 @@ def eval_scores(
     for label, asset in MODELS.items():
         path, ckpt = stage.input_checkpoint(asset)
         prompts = [few_shot_prompt(q, shot_pairs) if asset == "base_model" else question_prompt(q) for q in test["question"]]
-        backend = generator.load(path, accelerator, exp.eval.batch_size)
+        backend = generator.load(path, accelerator, exp.eval.batch_size, trust_remote_code=exp.model.trust_remote_code)
         outs = backend.generate(prompts, params)
         backend.close()
         n_ok = 0
@@ -79,7 +81,7 @@ def eval_scores(
     writes = {"eval_predictions": pd.DataFrame(preds), "eval_scores": pd.DataFrame(scores)}
     for df in writes.values():
         df["experiment"], df["run_id"] = stage.name, stage.run_id
-    lineage.replace_partition(stage.name, writes)
+    stage.replace(writes)
     table = format_scores(writes["eval_scores"])
     meta = {f"accuracy/{s['model']}": round(s["accuracy"], 4) for s in scores}
     meta["n_test"] = len(test)

@@ -13,6 +13,7 @@ from sx_dagster.assets._stage import Stage, code_version, experiment_partitions,
 from sx_dagster.assets._training import run_training
 from sx_dagster.core.prompts import question_prompt
 from sx_dagster.core.rft import select_rft
+from sx_dagster.failures import step
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, LineageStore
 from sx_dagster.resources.checkpoints import checkpoint_hash
 
@@ -28,22 +29,28 @@ PARTITIONS = experiment_partitions()
     deps=["task_dataset"],
     description="The base model: a Hugging Face id or local path, or 'tiny' (a Llama-style model and BPE built here).",
 )
+@step
 def base_model(context: dg.AssetExecutionContext, lineage: LineageStore, checkpoints: CheckpointStore) -> dg.MaterializeResult:
     stage = Stage(context, lineage, "base_model", CODE, sections=(), upstream=("task_dataset",))
     if (skip := stage.unchanged(checkpoints)) is not None:
         return skip
-    from sx_dagster.ml.models import ModelLoadError, load_tokenizer
+    from sx_dagster.ml.models import ModelLoadError, check_remote_code, load_tokenizer
 
     m = stage.exp.model
     if m.name != "tiny":
         try:
-            tok = load_tokenizer(m.name)  # cheap: fails early, naming the model, if it cannot be found
+            # Before any load: a model that ships code is refused here, at the first step, unless trusted.
+            code = check_remote_code(m.name, m.trust_remote_code)
+            tok = load_tokenizer(m.name, trust_remote_code=m.trust_remote_code)  # cheap: fails early, naming the model
         except ModelLoadError as e:
             raise dg.Failure(f"[{stage.name}] {e}", allow_retries=False) from None
+        if code:
+            stage.context.log.warning(f"[{stage.name}] model.trust_remote_code is true: {m.name} runs its own code ({'; '.join(code)})")
         local = Path(m.name).is_dir()
         digest = checkpoint_hash(m.name) if local else None
         stage.record_checkpoint("base_model", m.name, digest, None)
-        return stage.done({"model": m.name, "vocab_size": len(tok), "local": local}, m.name, digest)
+        meta = {"model": m.name, "vocab_size": len(tok), "local": local, "runs_model_code": bool(code)}
+        return stage.done(meta, m.name, digest)
 
     from sx_dagster.ml.tiny import build_tiny_model, save_tiny, train_tokenizer
 
@@ -76,6 +83,7 @@ def _train(stage: Stage, checkpoints, accelerator, name: str, rows: list[dict], 
     deps=["base_model", "task_dataset"],
     description="SFT: the base model fine-tuned on the gold training rationales (TRL SFTTrainer).",
 )
+@step
 def sft_checkpoint(
     context: dg.AssetExecutionContext,
     lineage: LineageStore,
@@ -105,6 +113,7 @@ def sft_checkpoint(
     description="RFT: the base model fine-tuned on correct, de-duplicated samples (<= 8 per question). "
     "The explorer, DPO reference and DPO start.",
 )
+@step
 def rft_checkpoint(
     context: dg.AssetExecutionContext,
     lineage: LineageStore,
@@ -163,7 +172,7 @@ def rft_checkpoint(
             )
     df = pd.DataFrame(records)
     df["experiment"], df["run_id"] = stage.name, stage.run_id
-    lineage.replace_partition(stage.name, {"rft_data": df})
+    stage.replace({"rft_data": df})  # written with the checkpoint's lineage row, once training succeeded
     n_q = df[df.source == "sample"]["question_id"].nunique() if len(df) else 0
     stage.log(f"RFT data: {n_selected} selected samples over {n_q} questions (+ gold: {exp.rft.include_gold})")
     rows = [{"prompt": p, "completion": c} for p, c in zip(df["prompt"], df["completion"], strict=True)]

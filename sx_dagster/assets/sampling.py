@@ -10,6 +10,7 @@ from sx_dagster.assets._stage import Stage, code_version, experiment_partitions,
 from sx_dagster.core.answers import extract_answer, is_correct
 from sx_dagster.core.calculator import check_annotations
 from sx_dagster.core.prompts import question_prompt
+from sx_dagster.failures import step
 from sx_dagster.resources import AcceleratorResource, GeneratorResource, LineageStore
 
 CODE = code_version("sampling")
@@ -32,6 +33,7 @@ CODE = code_version("sampling")
     ],
     description="N sampled rationales per training question from the SFT model, graded by final answer.",
 )
+@step
 def sampled_rationales(
     context: dg.AssetExecutionContext,
     lineage: LineageStore,
@@ -78,7 +80,7 @@ def sampled_rationales(
         stage.log(f"chunk {c + 1}/{len(chunks)}: {len(df)} samples, {df['correct'].mean():.1%} correct")
         return {"samples": df}
 
-    load = lambda: generator.load(model_path, accelerator, exp.gen_batch_size, stage.log)  # noqa: E731
+    load = lambda: generator.load(model_path, accelerator, exp.gen_batch_size, stage.log, exp.model.trust_remote_code)  # noqa: E731
     gen_stats, resumed = run_chunks(stage, lineage, ["samples"], chunks, load, sample_chunk)
     check = n_per_question_check(lineage, stage)
     stats = lineage.query(

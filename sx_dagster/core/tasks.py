@@ -4,7 +4,10 @@ The loaders read the row formats of the Self-Explore release (GSM8K: ``query`` /
 ``response`` with "#### N"; MATH: ``question`` / ``answer`` ending "The answer is: X") and
 also the Hugging Face column names (``question`` / ``answer``, ``problem`` / ``solution``).
 A malformed row raises :class:`DatasetError` naming the file and line; nothing is skipped
-silently.
+silently. So do bytes that are not UTF-8, a file with no rows, and a question or gold
+rationale longer than :data:`MAX_FIELD_CHARS` characters (20,000: ten times the longest
+GSM8K or MATH500 field; a longer one is a broken row, and would make tokenizer training and
+prompts crawl).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sx_dagster.core.answers import _last_boxed, extract_answer
 from sx_dagster.core.synthetic import SyntheticConfig, generate_problems
 
 _GSM8K_GOLD_LINE = re.compile(r"\n?####\s*([^\n]*)\s*$")
+MAX_FIELD_CHARS = 20_000  # longest question or gold rationale accepted (longest in GSM8K/MATH500: 3,382)
 
 
 class DatasetError(ValueError):
@@ -35,6 +39,11 @@ class TaskExample:
     meta: str = "{}"  # JSON; the synthetic task stores its problem here
 
 
+def _check_length(where: str, field: str, text: str) -> None:
+    if len(text) > MAX_FIELD_CHARS:
+        raise DatasetError(f"{where}: {field} of {len(text):,} characters, over the limit of {MAX_FIELD_CHARS:,} (MAX_FIELD_CHARS)")
+
+
 def gsm8k_example(row: dict, where: str, split: str, index: int) -> TaskExample:
     """A GSM8K row -> example; the gold line "#### N" becomes "The answer is N"."""
     question = row.get("query", row.get("question"))
@@ -43,6 +52,8 @@ def gsm8k_example(row: dict, where: str, split: str, index: int) -> TaskExample:
         raise DatasetError(f"{where}: missing or empty question ('query' or 'question')")
     if not isinstance(response, str):
         raise DatasetError(f"{where}: missing response ('response' or 'answer')")
+    _check_length(where, "question", question)
+    _check_length(where, "response", response)
     m = _GSM8K_GOLD_LINE.search(response)
     answer = extract_answer(response, "gsm8k")
     if m is None or answer is None:
@@ -60,6 +71,8 @@ def math_example(row: dict, where: str, split: str, index: int) -> TaskExample:
         raise DatasetError(f"{where}: missing or empty question ('question' or 'problem')")
     if not isinstance(solution, str) or not solution.strip():
         raise DatasetError(f"{where}: missing solution ('answer' or 'solution')")
+    _check_length(where, "question", question)
+    _check_length(where, "solution", solution)
     if "solution" in row and isinstance(row.get("answer"), str) and row["answer"].strip():
         answer = row["answer"].strip()
     else:
@@ -76,12 +89,17 @@ _ROW_PARSERS = {"gsm8k": gsm8k_example, "math": math_example}
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line; bad JSON names file and line."""
+    """(line number, object) for each non-blank line; bad JSON or bytes that are not UTF-8
+    name file and line."""
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"{p}: no such file")
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with p.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a BOM may open the file
+            except UnicodeDecodeError as e:
+                raise DatasetError(f"{p}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
             if not line.strip():
                 continue
             try:
@@ -106,9 +124,13 @@ def examples_from_rows(rows: Iterable[tuple[str, dict]], task: str, split: str, 
 
 
 def load_jsonl(path: str | Path, task: str, split: str, limit: int | None = None) -> list[TaskExample]:
-    """Examples of ``task`` from a local JSONL file (e.g. ``../shared/data/gsm8k/train.jsonl``)."""
+    """Examples of ``task`` from a local JSONL file (e.g. ``../shared/data/gsm8k/train.jsonl``).
+    A file with no rows is an error naming it."""
     rows = ((f"{path}:{lineno}", obj) for lineno, obj in read_jsonl(path))
-    return examples_from_rows(rows, task, split, limit)
+    out = examples_from_rows(rows, task, split, limit)
+    if not out:
+        raise DatasetError(f"{path}: no rows (empty file)")
+    return out
 
 
 def synthetic_examples(n: int, seed: int, split: str, config: SyntheticConfig | None = None) -> list[TaskExample]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -15,26 +16,44 @@ from pydantic import Field
 
 from sx_dagster.paths import data_dir
 
-_HASHED = (".safetensors", ".json", ".model", ".txt")
 _PARTIAL_HASH_ABOVE = 1 << 30  # beyond 1 GiB hash size + head + tail: 7B shards hash in seconds
+# sha256 of a file's bytes by (path, size, mtime_ns): an unchanged file is hashed once per process.
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | Path, partial_above: int | None = None) -> str:
+    """sha256 of a file's bytes (files over ``partial_above`` bytes: size, first and last
+    64 MiB). The digest is of the content only; size and mtime only key the cache, so a
+    touched file keeps its digest and an edited one (new size or mtime) is hashed again."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    h = hashlib.sha256()
+    with p.open("rb") as fh:
+        if partial_above is None or st.st_size <= partial_above:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        else:
+            h.update(str(st.st_size).encode())
+            h.update(fh.read(64 << 20))
+            fh.seek(-(64 << 20), os.SEEK_END)
+            h.update(fh.read())
+    _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
 
 
 def checkpoint_hash(path: str | Path) -> str:
-    """sha256 over the checkpoint's weight, config and tokenizer files (names and bytes)."""
+    """sha256 over every file of the checkpoint (relative names and bytes): weights in any
+    format (.safetensors, .bin, .pt), config, tokenizer and code (.py). Hidden directories
+    are left out: ``.cache/`` of ``huggingface-cli download`` holds download bookkeeping."""
     h = hashlib.sha256()
     root = Path(path)
-    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in _HASHED):
-        h.update(str(f.relative_to(root)).encode())
-        size = f.stat().st_size
-        h.update(str(size).encode())
-        with f.open("rb") as fh:
-            if size <= _PARTIAL_HASH_ABOVE:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            else:
-                h.update(fh.read(64 << 20))
-                fh.seek(-(64 << 20), 2)
-                h.update(fh.read())
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parent.parts))
+    for f in files:
+        h.update(str(f.relative_to(root)).encode() + b"\0")
+        h.update(file_digest(f, _PARTIAL_HASH_ABOVE).encode())
     return h.hexdigest()
 
 

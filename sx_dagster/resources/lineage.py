@@ -4,6 +4,11 @@ Dagster run id and the id of the row it came from.
 One writer per DuckDB file: connections are opened per write transaction and closed at
 once. Writes replace a partition's (or a chunk's) rows in one transaction, so a re-run
 never duplicates rows and a crash never leaves half a chunk.
+
+Nothing is lost to a failed re-run: a stage's rows replace the old ones in the same
+transaction as its lineage row, and the chunks of a long stage are staged apart (tables
+``<table>_staged``, keyed by fingerprint) until the last one is in, then promoted in one
+transaction. Until then the old rows and the old lineage stay current.
 """
 
 from __future__ import annotations
@@ -52,8 +57,16 @@ SCHEMA: dict[str, str] = {
         run_id VARCHAR, committed_at TIMESTAMP DEFAULT current_timestamp""",
     "lineage": """experiment VARCHAR, asset VARCHAR, run_id VARCHAR, code_version VARCHAR, fingerprint VARCHAR,
         config VARCHAR, input_versions VARCHAR, checkpoint_path VARCHAR, checkpoint_hash VARCHAR,
-        metadata VARCHAR, created_at TIMESTAMP DEFAULT current_timestamp""",
+        metadata VARCHAR, status VARCHAR, created_at TIMESTAMP DEFAULT current_timestamp""",
 }
+# Chunked tables: rows of an unfinished run wait in <table>_staged, keyed by the run's fingerprint.
+STAGED = ("samples", "explorations", "pits")
+SCHEMA.update({f"{t}_staged": SCHEMA[t] + ", fingerprint VARCHAR" for t in STAGED})
+
+# lineage.status: DONE, the stage finished (rows, checkpoint and metadata current; NULL in
+# databases of older versions means the same); PROMOTED, a chunked stage's rows were promoted
+# but the stage did not finish: its rows are those of this fingerprint, its metadata is missing.
+DONE, PROMOTED = "done", "promoted"
 
 
 _READY: set[str] = set()  # databases whose schema this process has already checked
@@ -94,87 +107,103 @@ class LineageStore(dg.ConfigurableResource):
             conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
             conn.unregister("_rows")
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator:
+        """A connection inside one transaction: committed on exit, rolled back on any error."""
+        self.ensure_schema()
+        with self.connect() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    @classmethod
+    def _replace(cls, conn, experiment: str, writes: dict[str, pd.DataFrame], where: str = "", params: Sequence = ()) -> None:
+        for table, df in writes.items():
+            conn.execute(f"DELETE FROM {table} WHERE experiment = ? {where}", [experiment, *params])
+            cls._insert(conn, table, df)
+
     def replace_partition(self, experiment: str, writes: dict[str, pd.DataFrame], where: str = "", params: Sequence = ()) -> None:
         """Replace ``experiment``'s rows of each table (optionally only those matching the SQL
         condition ``where`` with bound ``params``) with the given frames, in one transaction."""
-        self.ensure_schema()
-        with self.connect() as conn:
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                for table, df in writes.items():
-                    conn.execute(f"DELETE FROM {table} WHERE experiment = ? {where}", [experiment, *params])
-                    self._insert(conn, table, df)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self.transaction() as conn:
+            self._replace(conn, experiment, writes, where, params)
 
     def commit_chunk(self, experiment: str, asset: str, chunk: int, fingerprint: str, run_id: str, writes: dict[str, pd.DataFrame]) -> None:
-        """Rows of one chunk and its commit marker, in one transaction (resume unit)."""
-        self.ensure_schema()
-        with self.connect() as conn:
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                for table, df in writes.items():
-                    conn.execute(f"DELETE FROM {table} WHERE experiment = ? AND chunk = ?", [experiment, chunk])
-                    self._insert(conn, table, df)
-                conn.execute("DELETE FROM chunks WHERE experiment = ? AND asset = ? AND chunk = ?", [experiment, asset, chunk])
-                n = sum(len(df) for df in writes.values())
+        """Rows of one chunk into the staging tables and its commit marker, in one transaction
+        (the resume unit). The current rows of the asset are not touched."""
+        with self.transaction() as conn:
+            for table, df in writes.items():
+                _staged_table(table)
                 conn.execute(
-                    "INSERT INTO chunks (experiment, asset, chunk, fingerprint, n_rows, run_id) VALUES (?, ?, ?, ?, ?, ?)",
-                    [experiment, asset, chunk, fingerprint, n, run_id],
+                    f"DELETE FROM {table}_staged WHERE experiment = ? AND fingerprint = ? AND chunk = ?", [experiment, fingerprint, chunk]
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                self._insert(conn, f"{table}_staged", df.assign(fingerprint=fingerprint))
+            conn.execute(
+                "DELETE FROM chunks WHERE experiment = ? AND asset = ? AND fingerprint = ? AND chunk = ?",
+                [experiment, asset, fingerprint, chunk],
+            )
+            conn.execute(
+                "INSERT INTO chunks (experiment, asset, chunk, fingerprint, n_rows, run_id) VALUES (?, ?, ?, ?, ?, ?)",
+                [experiment, asset, chunk, fingerprint, sum(len(df) for df in writes.values()), run_id],
+            )
 
-    def committed_chunks(self, experiment: str, asset: str, fingerprint: str, tables: Sequence[str]) -> set[int]:
-        """Chunks already committed for this fingerprint; rows of any other fingerprint
-        (changed config, code or inputs) are deleted, so a resume never mixes them."""
-        self.ensure_schema()
-        with self.connect() as conn:
-            stale = conn.execute(
-                "SELECT count(*) FROM chunks WHERE experiment = ? AND asset = ? AND fingerprint <> ?",
-                [experiment, asset, fingerprint],
-            ).fetchone()[0]
-            if stale:
-                conn.execute("BEGIN TRANSACTION")
-                for table in tables:
-                    conn.execute(f"DELETE FROM {table} WHERE experiment = ?", [experiment])
-                conn.execute("DELETE FROM chunks WHERE experiment = ? AND asset = ?", [experiment, asset])
-                conn.execute("COMMIT")
-                return set()
-            rows = conn.execute(
-                "SELECT chunk FROM chunks WHERE experiment = ? AND asset = ? AND fingerprint = ?",
-                [experiment, asset, fingerprint],
-            ).fetchall()
-            done = {r[0] for r in rows}
-            # Rows of chunks with no marker are leftovers of a crash mid-write: drop them.
+    def staged_chunks(self, experiment: str, asset: str, fingerprint: str) -> set[int]:
+        """Chunks already staged for this fingerprint. Staged chunks of other fingerprints are
+        kept (a reverted config resumes them too) until a run of the asset is promoted."""
+        df = self.query("SELECT chunk FROM chunks WHERE experiment = ? AND asset = ? AND fingerprint = ?", [experiment, asset, fingerprint])
+        return set(df["chunk"].tolist())
+
+    def promote_chunks(self, experiment: str, asset: str, fingerprint: str, run_id: str, tables: Sequence[str]) -> None:
+        """Swap the asset's rows for its staged rows of ``fingerprint`` in one transaction, with a
+        lineage row (status PROMOTED) saying whose rows these are until the stage is done."""
+        with self.transaction() as conn:
             for table in tables:
+                _staged_table(table)
+                conn.execute(f"DELETE FROM {table} WHERE experiment = ?", [experiment])
                 conn.execute(
-                    f"DELETE FROM {table} WHERE experiment = ? AND chunk NOT IN (SELECT chunk FROM chunks "
-                    "WHERE experiment = ? AND asset = ?)",
-                    [experiment, experiment, asset],
+                    f"INSERT INTO {table} BY NAME SELECT * EXCLUDE (fingerprint) FROM {table}_staged "
+                    "WHERE experiment = ? AND fingerprint = ?",
+                    [experiment, fingerprint],
                 )
-            return done
+                conn.execute(f"DELETE FROM {table}_staged WHERE experiment = ?", [experiment])
+            conn.execute("DELETE FROM chunks WHERE experiment = ? AND asset = ?", [experiment, asset])
+            self._insert_lineage(conn, experiment, asset, {"run_id": run_id, "fingerprint": fingerprint, "status": PROMOTED})
 
     def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
         self.ensure_schema()
         with self.connect() as conn:
             return conn.execute(sql, list(params or [])).df()
 
-    def record_lineage(self, experiment: str, asset: str, row: dict) -> None:
-        """One lineage row per materialization; the newest row per (experiment, asset) is current."""
-        self.ensure_schema()
+    def record_lineage(
+        self, experiment: str, asset: str, row: dict, writes: Sequence[tuple[dict[str, pd.DataFrame], str, Sequence]] = ()
+    ) -> None:
+        """One lineage row per materialization (status DONE unless given), and the stage's row
+        replacements ``(frames, where, params)`` as in :meth:`replace_partition`, in one
+        transaction: the rows change only with the lineage that describes them. The newest row
+        per (experiment, asset) is current."""
+        with self.transaction() as conn:
+            for frames, where, params in writes:
+                self._replace(conn, experiment, frames, where, params)
+            self._insert_lineage(conn, experiment, asset, {"status": DONE, **row})
+
+    @staticmethod
+    def _insert_lineage(conn, experiment: str, asset: str, row: dict) -> None:
         values = {k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
         cols = ["experiment", "asset", *values]
-        with self.connect() as conn:
-            conn.execute(
-                f"INSERT INTO lineage ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                [experiment, asset, *values.values()],
-            )
+        conn.execute(
+            f"INSERT INTO lineage ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+            [experiment, asset, *values.values()],
+        )
 
     def latest_lineage(self, experiment: str, asset: str) -> dict | None:
         df = self.query("SELECT * FROM lineage WHERE experiment = ? AND asset = ? ORDER BY created_at DESC LIMIT 1", [experiment, asset])
         return None if df.empty else df.iloc[0].to_dict()
+
+
+def _staged_table(table: str) -> None:
+    if table not in STAGED:
+        raise ValueError(f"table {table!r} is not chunked: no staging table (chunked tables: {', '.join(STAGED)})")
