@@ -8,6 +8,7 @@ import dagster as dg
 
 from sx_dagster.assets import ALL_ASSETS
 from sx_dagster.config import load_experiments
+from sx_dagster.failures import dead_run_reaper
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore
 
 PARTITIONS = ALL_ASSETS[0].partitions_def
@@ -74,6 +75,7 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=[self_explore_job, eval_job],
     schedules=_schedules(),
+    sensors=[dead_run_reaper],  # with the daemon on: runs whose worker died are marked failed
     resources=resources(),
     executor=executor(),
 )

@@ -6,6 +6,7 @@ import dagster as dg
 
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, gpu_step, train_metadata
 from sx_dagster.assets._training import run_training
+from sx_dagster.failures import step
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, LineageStore
 
 CODE = code_version("dpo")
@@ -34,6 +35,7 @@ def _dpo(stage: Stage, lineage, checkpoints, accelerator, pairs_table: str, name
     deps=["dpo_pairs", "rft_checkpoint"],
     description="Self-Explore: DPO on the step-level pairs D_g-pair, from and against the RFT model.",
 )
+@step
 def trained_model(
     context: dg.AssetExecutionContext, lineage: LineageStore, checkpoints: CheckpointStore, accelerator: AcceleratorResource
 ) -> dg.MaterializeResult:
@@ -52,6 +54,7 @@ def trained_model(
     deps=["outcome_pairs", "rft_checkpoint"],
     description="Baseline: the same DPO on the outcome-level pairs D_pair.",
 )
+@step
 def outcome_dpo_model(
     context: dg.AssetExecutionContext, lineage: LineageStore, checkpoints: CheckpointStore, accelerator: AcceleratorResource
 ) -> dg.MaterializeResult:
