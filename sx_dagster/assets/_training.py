@@ -59,12 +59,12 @@ def launch_command(dist: DistributedSection, device: str, spec: Path) -> list[st
     ]  # fmt: skip
 
 
-def count_truncated(model_path: str, rows: list[dict], max_length: int) -> int:
+def count_truncated(model_path: str, rows: list[dict], max_length: int, trust_remote_code: bool = False) -> int:
     """SFT/RFT rows longer than ``max_length`` tokens (EOS included), which the trainer would cut.
     DPO pairs need no count here: the pair assets' blocking checks stop any that are too long."""
     from sx_dagster.ml.models import load_tokenizer, token_counts
 
-    tok = load_tokenizer(model_path)
+    tok = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     return sum(n + 1 > max_length for n in token_counts(tok, [r["prompt"] + r["completion"] for r in rows]))
 
 
@@ -76,7 +76,8 @@ def run_training(
 
     exp, precision = stage.exp, accelerator.precision()
     stage.log(f"{kind} training: {accelerator.describe()}")
-    truncated = count_truncated(model_path, rows, section.max_length) if kind == "sft" else 0
+    trust = exp.model.trust_remote_code  # every load of this stage, here and in a Pipes job, says it
+    truncated = count_truncated(model_path, rows, section.max_length, trust) if kind == "sft" else 0
     if truncated:
         stage.context.log.warning(
             f"[{exp.name}] {truncated} of {len(rows)} {kind} rows are longer than max_length {section.max_length} tokens "
@@ -97,27 +98,29 @@ def run_training(
             log=stage.log,
             lora=lora,
             parallel=parallel,
+            trust_remote_code=trust,
         )
         result.extra["truncated_rows"] = float(truncated)
         result.device, result.dtype = precision.device, precision.dtype
         return result
 
-    from sx_dagster.ml.train_job import write_spec
+    from sx_dagster.ml.train_job import TrainSpec, write_spec
 
     job_dir = out_dir.parent / f"{out_dir.name}.job"  # beside the checkpoint, not inside it
-    spec = write_spec(
-        job_dir,
+    train_spec = TrainSpec.of(
+        section,
         kind=kind,
-        model_path=model_path,
-        ref_path=ref_path,
-        rows=rows,
+        model_path=str(model_path),
+        ref_path=str(ref_path) if ref_path is not None else None,
         out_dir=str(out_dir),
-        section=section.model_dump(mode="json"),
         precision={"device": precision.device, "dtype": precision.dtype, "gradient_checkpointing": precision.gradient_checkpointing},
         seed=exp.seed,
-        lora=lora.model_dump(mode="json") if lora else None,
+        lora=lora,
         parallel=parallel,
+        world_size=exp.distributed.num_processes,
+        trust_remote_code=trust,
     )
+    spec = write_spec(job_dir, train_spec, rows)
     cmd = launch_command(exp.distributed, precision.device, spec)
     stage.log(f"launching {kind} as a Pipes subprocess: {' '.join(cmd)}")
     try:

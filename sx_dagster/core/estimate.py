@@ -9,6 +9,7 @@ tiny-model run); every number is an order of magnitude, not a promise.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # Shapes of the paper's models (their public config.json files): vocab, hidden, layers,
@@ -21,6 +22,32 @@ KNOWN_SHAPES = {
 
 # Mean tokens of one rationale (prompt + completion) and of one generated completion.
 TASK_TOKENS = {"synthetic": (60, 30), "gsm8k": (230, 130), "math": (450, 300)}
+
+
+def optimizer_steps(n_rows: int, batch_size: int, grad_accum: int, world_size: int, epochs: float) -> int:
+    """Optimizer steps of one training stage, from the global batch (per-device batch x
+    accumulation x processes), counted as the HF Trainer counts them under accelerate: the
+    batches of one epoch are dealt to the processes, a partial accumulation still steps."""
+    batches_per_process = math.ceil(math.ceil(n_rows / batch_size) / world_size)
+    per_epoch = max(math.ceil(batches_per_process / grad_accum), 1)
+    return math.ceil(epochs * per_epoch)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The step counts a training stage is configured with (what the trainer gets)."""
+
+    steps: int
+    warmup_steps: int
+    logging_steps: int
+    global_batch: int
+
+
+def schedule(n_rows: int, batch_size: int, grad_accum: int, world_size: int, epochs: float, warmup_ratio: float) -> Schedule:
+    """Steps, warmup steps (rounded down, as this project always did) and a logging interval of
+    about 40 logs per run, all from the global batch."""
+    steps = optimizer_steps(n_rows, batch_size, grad_accum, world_size, epochs)
+    return Schedule(steps, int(warmup_ratio * steps), max(1, steps // 40), batch_size * grad_accum * world_size)
 
 
 @dataclass(frozen=True)
@@ -62,6 +89,7 @@ class StageEstimate:
     tokens: float
     seconds: float
     memory_gb: float  # per device
+    steps: int = 0  # optimizer steps of a training stage (from the global batch); 0 for generation
 
 
 def train_memory_gb(params: int, devices: int, lora: bool, qlora: bool, zero: int, reference: bool) -> float:
@@ -96,8 +124,12 @@ def estimate(
     lora: bool = False,
     qlora: bool = False,
     zero: int = 0,
+    batches: dict[str, tuple[int, int]] | None = None,
+    include_gold: bool = True,
 ) -> list[StageEstimate]:
-    """Per-stage tokens, time and memory of one experiment (``epochs``: sft, rft, dpo)."""
+    """Per-stage tokens, time, memory and optimizer steps of one experiment (``epochs``: sft,
+    rft, dpo; ``batches``: per-device batch and accumulation of each, over ``devices`` processes;
+    ``include_gold``: RFT trains on the gold rationales too)."""
     dev = DEVICES[device]
     p = shape.params
     seq, comp = TASK_TOKENS[task]
@@ -105,20 +137,27 @@ def estimate(
     train_s = lambda tokens, flops_per_token=6: flops_per_token * p * tokens / (dev.train_flops * devices)  # noqa: E731
     gen_mem = 2.0 * p / 1e9  # bf16 weights on each device (data-parallel generation); the KV cache takes the rest
     sft_tokens = n_train * seq * epochs["sft"]
-    rft_tokens = n_train * 3 * seq * epochs["rft"]  # gold + ~2 kept samples per question
+    rft_rows = n_train * (2 + int(include_gold))  # ~2 kept samples per question (+ the gold rationale)
+    rft_tokens = rft_rows * seq * epochs["rft"]
     pairs = 0.4 * n_train  # D_pair: questions with both a correct and a wrong sample
     dpo_tokens = pairs * 2 * seq * epochs["dpo"]
+    batches = batches or {}
+
+    def steps(stage: str, rows: float) -> int:
+        bs, accum = batches.get(stage, (1, 1))
+        return optimizer_steps(math.ceil(rows), bs, accum, devices, epochs[stage]) if stage in batches else 0
+
     sample_tokens = n_train * n_samples * comp
     explore_tokens = pairs * 2.5 * k * comp  # ~2.5 prefixes explored per rejected rationale
     eval_tokens = 5 * n_test * comp
     mem = lambda ref: train_memory_gb(p, devices, lora, qlora, zero, ref)  # noqa: E731
     return [
-        StageEstimate("sft_checkpoint", sft_tokens, train_s(sft_tokens), mem(False)),
+        StageEstimate("sft_checkpoint", sft_tokens, train_s(sft_tokens), mem(False), steps("sft", n_train)),
         StageEstimate("sampled_rationales", sample_tokens, sample_tokens / gen_tps, gen_mem),
-        StageEstimate("rft_checkpoint", rft_tokens, train_s(rft_tokens), mem(False)),
+        StageEstimate("rft_checkpoint", rft_tokens, train_s(rft_tokens), mem(False), steps("rft", rft_rows)),
         StageEstimate("first_pit_labels", explore_tokens, explore_tokens / gen_tps, gen_mem),
         # policy forward + backward (6) and the reference forward (2) per token, two DPO models
-        StageEstimate("DPO (x2)", 2 * dpo_tokens, train_s(2 * dpo_tokens, 8), mem(True)),
+        StageEstimate("DPO (x2)", 2 * dpo_tokens, train_s(2 * dpo_tokens, 8), mem(True), steps("dpo", pairs)),
         StageEstimate("eval_scores", eval_tokens, eval_tokens / gen_tps, gen_mem),
     ]
 
@@ -127,13 +166,14 @@ def format_estimate(rows: list[StageEstimate], params: int, device: str, devices
     lines = [
         f"Rough estimate: {params / 1e9:.3g}B parameters on {devices} x {device} ({memory_gb:g} GB each); "
         "order of magnitude only (sx_dagster/core/estimate.py)",
-        "| stage | tokens | time | memory per device |",
-        "|---|---|---|---|",
+        "| stage | tokens | optimizer steps | time | memory per device |",
+        "|---|---|---|---|---|",
     ]
     for r in rows:
         warn = "  <- more than one device holds" if r.memory_gb > memory_gb else ""
-        lines.append(f"| {r.stage} | {r.tokens:,.0f} | {_duration(r.seconds)} | {r.memory_gb:.2f} GB{warn} |")
-    lines.append(f"| total | {sum(r.tokens for r in rows):,.0f} | {_duration(sum(r.seconds for r in rows))} | |")
+        steps = f"{r.steps:,}" if r.steps else ""
+        lines.append(f"| {r.stage} | {r.tokens:,.0f} | {steps} | {_duration(r.seconds)} | {r.memory_gb:.2f} GB{warn} |")
+    lines.append(f"| total | {sum(r.tokens for r in rows):,.0f} | | {_duration(sum(r.seconds for r in rows))} | |")
     return "\n".join(lines)
 
 
