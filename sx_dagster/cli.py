@@ -32,7 +32,13 @@ def _instance():
     shipped = PROJECT_ROOT / "deploy" / "dagster.yaml"  # the GPU pool and run queue settings
     if not instance_yaml.exists() or not instance_yaml.read_text().strip():
         instance_yaml.write_text(shipped.read_text() if shipped.exists() else "")
-    return dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    from sx_dagster.failures import mark_dead_runs_failed
+
+    # runs whose worker was killed (kill -9, a lost node) would otherwise stay STARTED forever
+    for run_id in mark_dead_runs_failed(instance):
+        print(f"run {run_id}: its worker process is gone; marked failed", file=sys.stderr)
+    return instance
 
 
 def run(experiment: str) -> int:
@@ -79,6 +85,8 @@ def estimate(experiment: str, device: str | None = None, devices: int | None = N
         shape, exp.task.name, device, devices, n_train, n_test, exp.sampling.n, exp.explore.k,
         {"sft": exp.sft.epochs, "rft": exp.rft.epochs, "dpo": exp.dpo.epochs},
         lora=exp.lora.r > 0, qlora=exp.lora.qlora, zero=_zero(exp.distributed),
+        batches={k: (getattr(exp, k).batch_size, getattr(exp, k).grad_accum) for k in ("sft", "rft", "dpo")},
+        include_gold=exp.rft.include_gold,
     )  # fmt: skip
     print(format_estimate(rows, shape.params, device, devices, DEVICES[device].memory_gb))
     return 0

@@ -48,6 +48,14 @@ class ModelSection(_Section):
     name: str = Field(description="'tiny', a Hugging Face model id, or a local model directory")
     tiny: TinyModelConfig = TinyModelConfig()
     few_shot: int = Field(4, ge=0, description="examples in the base model's few-shot eval prompt")
+    # A security decision, not a hyperparameter: true lets every stage import and run the Python
+    # that the model ships (auto_map in config.json / tokenizer_config.json, custom_generate/),
+    # with this pipeline's permissions. False refuses such a model before anything loads.
+    trust_remote_code: bool = Field(
+        False,
+        description="run code shipped with the model (auto_map, custom_generate); false refuses such a model. "
+        "Set true only for a model whose code you have read and trust",
+    )
 
 
 class SyntheticSection(_Section):
@@ -90,6 +98,9 @@ class TrainSection(_Section):
     warmup_ratio: float = Field(0.03, ge=0, le=1)
     weight_decay: float = 0.0
     max_length: int = Field(512, ge=16)
+    loss_on_prompt: bool = Field(
+        False, description="put the loss on the prompt (the question) too: TRL's completion_only_loss=False; the reference's loss_on_prefix"
+    )
 
 
 class SamplingSection(_Section):
@@ -102,7 +113,9 @@ class SamplingSection(_Section):
 
 class RFTSection(TrainSection):
     max_per_question: int = Field(8, ge=1)
-    include_gold: bool = Field(True, description="train on the gold rationales too (Yuan et al. 2023)")
+    include_gold: bool = Field(
+        True, description="train on the gold rationales too (Yuan et al. 2023); the reference trains on kept samples only (false)"
+    )
 
 
 class ExploreSection(_Section):
@@ -116,7 +129,20 @@ class ExploreSection(_Section):
         "fewer draws; pool-reuse = early-stop skipping prefixes a correct sample shares; binary = bisection (may differ)",
     )
     batch: int = Field(1, ge=1, description="completions per draw for early-stop, pool-reuse and binary")
+    max_steps: int = Field(
+        20, ge=1, description="most step prefixes explored per rejected rationale, the answer line included (reference: 20)"
+    )
     chunk_pairs: int = Field(64, ge=1, description="rejected rationales per committed chunk")
+
+
+class GPairSection(_Section):
+    """How D_g-pair is built from the pits (sx_dagster.core.gpairs)."""
+
+    chosen_excludes_rejected: bool = Field(
+        False,
+        description="drop chosen candidates that contain the rejected step's text; false = the reference, whose test "
+        "of this rule compares against a list and never filters",
+    )
 
 
 class DPOSection(_Section):
@@ -196,6 +222,7 @@ class ExperimentConfig(_Section):
     sampling: SamplingSection = SamplingSection()
     rft: RFTSection = RFTSection()
     explore: ExploreSection = ExploreSection()
+    gpair: GPairSection = GPairSection()
     dpo: DPOSection = DPOSection()
     eval: EvalSection = EvalSection()
     lora: LoRASection = LoRASection()

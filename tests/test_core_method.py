@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sx_dagster.core.calculator import check_plain_equations
-from sx_dagster.core.gpairs import Completion, PitRecord, build_g_pairs, g_pair
+from sx_dagster.core.gpairs import ALL_USED, CONTAINS_REJECTED, Completion, PitRecord, build_g_pairs, g_pair
 from sx_dagster.core.pairs import outcome_pairs
-from sx_dagster.core.pits import ExplorationPlan, explorable_steps, first_pit, pool_proven
+from sx_dagster.core.pits import ExplorationPlan, first_pit, pool_proven
 from sx_dagster.core.prompts import clean_completion, prefix_prompt, question_prompt
 from sx_dagster.core.rft import select_rft
 from sx_dagster.core.steps import join_steps, normalize_lines, split_steps
@@ -25,24 +25,7 @@ def test_split_gsm8k_lines_and_empty_steps():
     assert split_steps(" \n \n", "synthetic") == []
 
 
-def test_split_math_heuristic():
-    text = (
-        "We have $x = 3.5$. So $2x = 7$ follows directly from the definition.\n"
-        "Ok.\n"
-        "Next we compute the square of that value, which is $49$.\n"
-        "The answer is: 49"
-    )
-    steps = split_steps(text, "math")
-    assert "".join(steps) == text  # exact, so prefixes are exact
-    assert steps[-1] == "The answer is: 49"
-    assert all(len(s.strip()) >= 20 for s in steps[:-1])  # "Ok." was merged
-    assert "3.5$" in steps[0]  # no split inside a decimal in math mode
-
-
-def test_split_math_caps_at_nine_steps():
-    text = "".join(f"This is sentence number {i} of a long solution.\n" for i in range(30)) + "The answer is: 1"
-    steps = split_steps(text, "math")
-    assert len(steps) == 9 and "".join(steps) == text
+# MATH splitting: tests/test_core_math_rules.py
 
 
 line = st.text(
@@ -122,7 +105,7 @@ def test_outcome_pairs_farthest_each_wrong_once():
     pairs = outcome_pairs(chosen, wrong, "gsm8k")
     assert pairs == [(0, 1), (1, 0)]
     assert outcome_pairs(chosen, [], "gsm8k") == []
-    assert outcome_pairs(["a", "b", "c"], ["x"], "math") == [(0, 0)]
+    assert outcome_pairs(["a", "b", "c"], ["x\nThe answer is: 2"], "math") == [(0, 0)]
 
 
 # --- first pit and the plan -------------------------------------------------------
@@ -135,11 +118,6 @@ def test_first_pit_rules():
     assert first_pit([]) is None
     with pytest.raises(ValueError):
         first_pit([[True], []])
-
-
-def test_explorable_steps_skips_the_answer_line():
-    assert explorable_steps(["a", "b", "The answer is 3"], has_final_answer=True) == 2
-    assert explorable_steps(["a", "b"], has_final_answer=False) == 2
 
 
 def _drive(plan: ExplorationPlan, grid: list[list[bool]]) -> list[int]:
@@ -269,12 +247,14 @@ def test_g_pair_later_pit_uses_shortest_unused_correct_completion():
         Completion("c4", "x\nThe answer is 1", False),
     ]
     used: set[str] = set()
-    p = g_pair(_record(2, comps), used, "synthetic")
+    p = g_pair(_record(2, comps), used, "synthetic", chosen_excludes_rejected=True)
     assert p.prompt == question_prompt("Q?") + "3 + 4 = 7 pens\n" and p.rejected == STEPS[1]
     assert p.chosen_id == "c2"
-    p2 = g_pair(_record(2, comps, pair="p2"), used, "synthetic")
+    p2 = g_pair(_record(2, comps, pair="p2"), used, "synthetic", chosen_excludes_rejected=True)
     assert p2.chosen_id == "c1"  # c2 already used for this question
-    assert g_pair(_record(2, comps, pair="p3"), used, "synthetic") is None
+    assert g_pair(_record(2, comps, pair="p3"), set(used), "synthetic", chosen_excludes_rejected=True) == CONTAINS_REJECTED
+    assert g_pair(_record(2, comps, pair="p3"), used, "synthetic").chosen_id == "c3"  # the default (reference): no filter
+    assert g_pair(_record(2, comps, pair="p4"), used, "synthetic") == ALL_USED
 
 
 def test_build_g_pairs_dedups_per_question():
@@ -282,7 +262,7 @@ def test_build_g_pairs_dedups_per_question():
         Completion("a", "7 * 3 = 21 pens\nThe answer is 20", True),
         Completion("b", "7 * 3 = 21 pens\n21 - 1 = 20 pens\nThe answer is 20", True),
     ]
-    pairs = build_g_pairs([_record(2, comps, "p1"), _record(2, comps, "p2"), _record(2, comps, "p3", q="q2")], "synthetic")
+    pairs = build_g_pairs([_record(2, comps, "p1"), _record(2, comps, "p2"), _record(2, comps, "p3", q="q2")], "synthetic").pairs
     assert [(p.question_id, p.pair_id) for p in pairs] == [("q1", "p1"), ("q2", "p3")]
 
 

@@ -15,18 +15,25 @@ from sx_dagster.core.pits import ExplorationPlan, explorable_steps, pool_proven
 from sx_dagster.core.prompts import prefix_prompt
 from sx_dagster.core.steps import split_steps
 from sx_dagster.core.synthetic import SyntheticProblem, true_first_error
+from sx_dagster.failures import step
 from sx_dagster.resources import AcceleratorResource, GeneratorResource, LineageStore
 
 CODE = code_version("explore")
 
 
-def correct_sample_pool(lineage: LineageStore, experiment: str, task: str) -> dict[str, list[list[str]]]:
-    """The steps of every correct sampled rationale, by question: pool-reuse's free proofs."""
-    rows = lineage.query("SELECT question_id, text FROM samples WHERE experiment = ? AND correct ORDER BY id", [experiment])
-    pool: dict[str, list[list[str]]] = defaultdict(list)
-    for q, text in zip(rows["question_id"], rows["text"], strict=True):
-        pool[q].append(split_steps(text, task))
+def correct_samples(lineage: LineageStore, experiment: str, task: str) -> dict[str, list[tuple[str, list[str]]]]:
+    """(id, steps) of every correct sampled rationale, by question: pool-reuse's free proofs,
+    and the chosen continuations of the prefixes they proved (dpo_pairs)."""
+    rows = lineage.query("SELECT id, question_id, text FROM samples WHERE experiment = ? AND correct ORDER BY id", [experiment])
+    pool: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
+    for sid, q, text in zip(rows["id"], rows["question_id"], rows["text"], strict=True):
+        pool[q].append((sid, split_steps(text, task)))
     return dict(pool)
+
+
+def correct_sample_pool(lineage: LineageStore, experiment: str, task: str) -> dict[str, list[list[str]]]:
+    """The steps of every correct sampled rationale, by question."""
+    return {q: [steps for _, steps in v] for q, v in correct_samples(lineage, experiment, task).items()}
 
 
 def explore_chunk(
@@ -45,8 +52,7 @@ def explore_chunk(
     items = []
     for r in rows.itertuples():
         steps = split_steps(r.rejected, task)
-        has_answer = bool(steps) and extract_answer(steps[-1], task) is not None
-        n = explorable_steps(steps, has_answer)
+        n = explorable_steps(steps, cfg.max_steps)  # the answer line included, as in the reference
         proven = min(n, pool_proven(steps, pool.get(r.question_id, []))) if cfg.strategy == "pool-reuse" else 0
         plan = ExplorationPlan(n, cfg.k, cfg.strategy, cfg.batch, proven=proven)
         items.append((r, steps, plan, {"gen": 0, "prompt": 0, "prefill": 0}))
@@ -69,6 +75,9 @@ def explore_chunk(
                 start = len(plan.outcomes.get(req.step, []))
                 outcomes = []
                 for j, g in enumerate(gens):
+                    # Graded on the completion alone, as the reference does: from a prefix that
+                    # ends with the answer line, only a completion that restates the gold answer
+                    # counts, so that prefix is a pit unless the explorer does so.
                     pred = extract_answer(g.text, task)
                     ok = is_correct(pred, r.answer, task)
                     outcomes.append(ok)
@@ -127,6 +136,7 @@ def explore_chunk(
     description="Self-exploration: the first pit of every rejected rationale in D_pair, found by the RFT explorer "
     "(k completions per step prefix).",
 )
+@step
 def first_pit_labels(
     context: dg.AssetExecutionContext,
     lineage: LineageStore,
@@ -157,7 +167,7 @@ def first_pit_labels(
         stage.log(f"chunk {c + 1}/{len(chunks)}: {len(p)} rationales explored, {found} pits, {len(x)} completions")
         return {"explorations": x, "pits": p}
 
-    load = lambda: generator.load(explorer_path, accelerator, exp.gen_batch_size, stage.log)  # noqa: E731
+    load = lambda: generator.load(explorer_path, accelerator, exp.gen_batch_size, stage.log, exp.model.trust_remote_code)  # noqa: E731
     _, resumed = run_chunks(stage, lineage, ["explorations", "pits"], chunks, load, explore)
     return stage.done(pit_metadata(lineage.query("SELECT * FROM pits WHERE experiment = ?", [stage.name]), len(chunks), resumed))
 
@@ -175,6 +185,7 @@ def pit_metadata(pits: pd.DataFrame, n_chunks: int, n_resumed: int) -> dict:
         "prompt_tokens": int(pits["prompt_tokens"].sum()),
         "prefill_tokens": int(pits["prefill_tokens"].sum()),
         "steps_proven_by_pool": int(pits["proven"].sum()),
+        "pit_at_last_step": int((found["pit"] == found["n_steps"]).sum()),  # the answer line, when there is one
         "chunks": n_chunks,
         "chunks_resumed": n_resumed,
         "pit_histogram": bar_plot(sorted(hist), [hist[k] for k in sorted(hist)], "first pit", "rationales") if hist else None,

@@ -7,10 +7,12 @@ import pandas as pd
 
 from sx_dagster.assets._plots import bar_plot
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
-from sx_dagster.core.gpairs import Completion, PitRecord, build_g_pairs
+from sx_dagster.assets.explore import correct_samples
+from sx_dagster.core.gpairs import Completion, PitRecord, build_g_pairs, pool_continuations
 from sx_dagster.core.pairs import outcome_pairs as pair_outcomes
 from sx_dagster.core.prompts import question_prompt
 from sx_dagster.core.steps import split_steps
+from sx_dagster.failures import step
 from sx_dagster.resources import LineageStore
 
 CODE = code_version("pairs")
@@ -30,15 +32,18 @@ def _pair_checks(asset: str) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def _with_lengths(df: pd.DataFrame, tokenizer_path: str, max_length: int) -> pd.DataFrame:
+def _with_lengths(df: pd.DataFrame, tokenizer_path: str, max_length: int, trust_remote_code: bool = False) -> pd.DataFrame:
     from sx_dagster.ml.models import load_tokenizer, token_counts
 
-    tok = load_tokenizer(tokenizer_path)
+    tok = load_tokenizer(tokenizer_path, trust_remote_code=trust_remote_code)
     df["prompt_tokens"] = token_counts(tok, df["prompt"].tolist())
     df["chosen_tokens"] = token_counts(tok, df["chosen"].tolist())
-    df["rejected_tokens"] = token_counts(tok, df["rejected"].tolist())
-    # TRL appends EOS to chosen and rejected: +1.
-    df["truncated"] = df["prompt_tokens"] + df[["chosen_tokens", "rejected_tokens"]].max(axis=1) + 1 > max_length
+    # As DPO sees it (ml/training.py): a multi-line rejected without its answer line, and no EOS;
+    # the chosen gets EOS: +1.
+    from sx_dagster.core.dpo_text import rejected_for_dpo
+
+    df["rejected_tokens"] = token_counts(tok, [rejected_for_dpo(r) for r in df["rejected"]])
+    df["truncated"] = df["prompt_tokens"] + pd.concat([df["chosen_tokens"] + 1, df["rejected_tokens"]], axis=1).max(axis=1) > max_length
     return df
 
 
@@ -66,6 +71,7 @@ def _stored_checks(lineage: LineageStore, stage: Stage, table: str) -> list[dg.A
     check_specs=_pair_checks("outcome_pairs"),
     description="D_pair: each RFT-kept correct sample paired with the farthest wrong sample of its question.",
 )
+@step
 def outcome_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.MaterializeResult:
     stage = Stage(context, lineage, "outcome_pairs", CODE, sections=("dpo",), upstream=("sampled_rationales", "rft_checkpoint"))
     if (skip := stage.unchanged(checks=lambda: _stored_checks(lineage, stage, "outcome_pairs"))) is not None:
@@ -102,12 +108,45 @@ def outcome_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> d
             )
     cols = ["id", "question_id", "chosen_sample_id", "rejected_sample_id", "prompt", "chosen", "rejected", "parent_id"]
     df = pd.DataFrame(rows, columns=cols)
-    df = _with_lengths(df, stage.input_checkpoint("rft_checkpoint")[0], exp.dpo.max_length)
+    df = _with_lengths(df, stage.input_checkpoint("rft_checkpoint")[0], exp.dpo.max_length, exp.model.trust_remote_code)
     df["experiment"], df["run_id"] = stage.name, stage.run_id
-    lineage.replace_partition(stage.name, {"outcome_pairs": df})
+    stage.replace({"outcome_pairs": df})
     stage.log(f"D_pair: {len(df)} pairs over {df['question_id'].nunique()} questions")
     meta = {"pairs": len(df), "questions": int(df["question_id"].nunique()), "truncated": int(df["truncated"].sum())}
     return stage.done(meta, check_results=_check_results(df, exp.dpo.max_length))
+
+
+def pit_records(lineage: LineageStore, experiment: str, task: str) -> list[PitRecord]:
+    """Every found pit, in D_pair order, with the correct continuations of the prefix before it."""
+    pits = lineage.query(
+        "SELECT t.pair_id, t.pit, t.proven, p.question_id, p.chosen_sample_id, p.chosen, p.rejected, q.question "
+        "FROM pits t JOIN outcome_pairs p ON p.experiment = t.experiment AND p.id = t.pair_id "
+        "JOIN questions q ON q.experiment = t.experiment AND q.id = p.question_id "
+        "WHERE t.experiment = ? AND t.pit IS NOT NULL ORDER BY t.pair_id",
+        [experiment],
+    )
+    before = lineage.query(
+        "SELECT x.pair_id, x.id, x.text, x.correct FROM explorations x JOIN pits t "
+        "ON t.experiment = x.experiment AND t.pair_id = x.pair_id AND x.step = t.pit - 1 "
+        "WHERE x.experiment = ? ORDER BY x.pair_id, x.idx",
+        [experiment],
+    )
+    comps = {
+        k: tuple(Completion(i, t, bool(c)) for i, t, c in zip(g["id"], g["text"], g["correct"], strict=True))
+        for k, g in before.groupby("pair_id")
+    }
+    # pool-reuse never explored a prefix a correct sample proved: when the pit follows such a
+    # prefix, that sample's own continuation is the correct completion to choose from.
+    pool_proved = (pits["pit"] > 1) & (pits["pit"] - 1 <= pits["proven"].fillna(0))
+    pool = correct_samples(lineage, experiment, task) if pool_proved.any() else {}
+    records = []
+    for r, proved in zip(pits.itertuples(), pool_proved, strict=True):
+        steps, pit = tuple(split_steps(r.rejected, task)), int(r.pit)
+        from_pool = pool_continuations(steps, pit, pool.get(r.question_id, []), task) if proved else ()
+        records.append(
+            PitRecord(r.question_id, r.question, r.pair_id, r.chosen_sample_id, r.chosen, steps, pit, comps.get(r.pair_id, ()) + from_pool)
+        )
+    return records
 
 
 @dg.asset(
@@ -118,44 +157,20 @@ def outcome_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> d
     deps=["first_pit_labels", "outcome_pairs", "rft_checkpoint"],
     check_specs=_pair_checks("dpo_pairs"),
     description="D_g-pair: step-level pairs. Prompt = question + steps before the first pit, rejected = the pit step, "
-    "chosen = a correct exploration from the prefix (or the correct sample when the pit is step 1).",
+    "chosen = a correct exploration from the prefix (or the continuation of the correct sample that proved it, under "
+    "pool-reuse; or the correct sample when the pit is step 1).",
 )
+@step
 def dpo_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.MaterializeResult:
-    stage = Stage(context, lineage, "dpo_pairs", CODE, sections=("dpo",), upstream=("first_pit_labels", "outcome_pairs", "rft_checkpoint"))
+    stage = Stage(
+        context, lineage, "dpo_pairs", CODE, sections=("dpo", "gpair"), upstream=("first_pit_labels", "outcome_pairs", "rft_checkpoint")
+    )
     if (skip := stage.unchanged(checks=lambda: _stored_checks(lineage, stage, "dpo_pairs"))) is not None:
         return skip
     exp, task = stage.exp, stage.exp.task.name
-    pits = lineage.query(
-        "SELECT t.pair_id, t.pit, p.question_id, p.chosen_sample_id, p.chosen, p.rejected, q.question "
-        "FROM pits t JOIN outcome_pairs p ON p.experiment = t.experiment AND p.id = t.pair_id "
-        "JOIN questions q ON q.experiment = t.experiment AND q.id = p.question_id "
-        "WHERE t.experiment = ? AND t.pit IS NOT NULL ORDER BY t.pair_id",
-        [stage.name],
-    )
-    before = lineage.query(
-        "SELECT x.pair_id, x.id, x.text, x.correct FROM explorations x JOIN pits t "
-        "ON t.experiment = x.experiment AND t.pair_id = x.pair_id AND x.step = t.pit - 1 "
-        "WHERE x.experiment = ? ORDER BY x.pair_id, x.idx",
-        [stage.name],
-    )
-    comps = {
-        k: tuple(Completion(i, t, bool(c)) for i, t, c in zip(g["id"], g["text"], g["correct"], strict=True))
-        for k, g in before.groupby("pair_id")
-    }
-    records = [
-        PitRecord(
-            r.question_id,
-            r.question,
-            r.pair_id,
-            r.chosen_sample_id,
-            r.chosen,
-            tuple(split_steps(r.rejected, task)),
-            int(r.pit),
-            comps.get(r.pair_id, ()),
-        )
-        for r in pits.itertuples()
-    ]
-    gpairs = build_g_pairs(records, task)
+    records = pit_records(lineage, stage.name, task)
+    built = build_g_pairs(records, task, exp.gpair.chosen_excludes_rejected)
+    gpairs = built.pairs
     df = pd.DataFrame(
         [dict(id=f"{g.pair_id}/g", **g.__dict__, parent_id=g.pair_id) for g in gpairs],
         columns=[
@@ -171,15 +186,18 @@ def dpo_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.Ma
             "parent_id",
         ],
     )
-    df = _with_lengths(df, stage.input_checkpoint("rft_checkpoint")[0], exp.dpo.max_length)
+    df = _with_lengths(df, stage.input_checkpoint("rft_checkpoint")[0], exp.dpo.max_length, exp.model.trust_remote_code)
     df["experiment"], df["run_id"] = stage.name, stage.run_id
-    lineage.replace_partition(stage.name, {"dpo_pairs": df})
+    stage.replace({"dpo_pairs": df})
     hist = Counter(int(p) for p in df["pit"])
     stage.log(f"D_g-pair: {len(df)} step-level pairs from {len(records)} pits")
     meta = {
         "pairs": len(df),
-        "pits_available": len(records),
-        "dropped_no_unused_completion": len(records) - len(df),
+        "pits": len(records),
+        "pits_without_pair": len(records) - len(df),
+        # why each pit without a pair has none (sx_dagster.core.gpairs): these sum to pits_without_pair
+        **{f"no_pair/{reason}": n for reason, n in sorted(built.dropped.items())},
+        "chosen_from_pool": int((df["chosen_source"] == "pool").sum()),
         "pit_at_step_1": int(hist.get(1, 0)),
         "truncated": int(df["truncated"].sum()),
         "pair_pit_histogram": bar_plot(sorted(hist), [hist[k] for k in sorted(hist)], "pit step of pairs", "pairs") if hist else None,

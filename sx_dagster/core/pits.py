@@ -32,10 +32,23 @@ def first_pit(step_successes: Sequence[Sequence[bool]]) -> int | None:
     return None
 
 
-def explorable_steps(steps: Sequence[str], has_final_answer: bool) -> int:
-    """How many prefixes to explore: all steps but a final answer line, since a prefix that
-    already states the (wrong) answer is a pit by construction and says nothing."""
-    return max(0, len(steps) - 1) if has_final_answer else len(steps)
+# The reference explores at most 20 prefixes per rejected rationale (gen/gen_step_explore.py,
+# "set 20 as hard limit"); a rationale with no pit among them is dropped.
+MAX_EXPLORED_STEPS = 20
+
+
+def explorable_steps(steps: Sequence[str], max_steps: int = MAX_EXPLORED_STEPS) -> int:
+    """How many prefixes to explore: every step, the final answer line included, at most
+    ``max_steps``.
+
+    As in the reference, the prefix that ends with the answer line is explored too: its
+    completions are graded on their own text (what the explorer writes after the answer
+    line), so that prefix is a pit unless a completion restates the gold answer. A rationale
+    whose only error is its final answer line therefore has its pit on that line.
+    """
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    return min(len(steps), max_steps)
 
 
 @dataclass(frozen=True)
@@ -46,23 +59,24 @@ class Request:
     n: int
 
 
-def pool_proven(steps: Sequence[str], correct_rationales: Iterable[Sequence[str]]) -> int:
-    """How many leading steps of ``steps`` a correct rationale for the same question shares
-    exactly: those prefixes reach the gold answer, so they cannot hold the first pit.
+def shared_prefix(steps: Sequence[str], other: Sequence[str]) -> int:
+    """How many leading steps two rationales share exactly.
 
     Steps compare after stripping surrounding whitespace; nothing else is normalized, since a
     shared prefix must be the same text the explorer would continue from.
     """
-    mine = [s.strip() for s in steps]
-    best = 0
-    for other in correct_rationales:
-        n = 0
-        for a, b in zip(mine, other, strict=False):
-            if a != b.strip():
-                break
-            n += 1
-        best = max(best, n)
-    return best
+    n = 0
+    for a, b in zip(steps, other, strict=False):
+        if a.strip() != b.strip():
+            break
+        n += 1
+    return n
+
+
+def pool_proven(steps: Sequence[str], correct_rationales: Iterable[Sequence[str]]) -> int:
+    """How many leading steps of ``steps`` a correct rationale for the same question shares
+    exactly: those prefixes reach the gold answer, so they cannot hold the first pit."""
+    return max((shared_prefix(steps, other) for other in correct_rationales), default=0)
 
 
 @dataclass
@@ -76,7 +90,7 @@ class ExplorationPlan:
     - ``pool-reuse``: ``early-stop`` from step ``proven + 1``; the caller proves steps
       1..``proven`` recoverable from the correct sampled rationales (:func:`pool_proven`).
     - ``binary``: bisection over prefixes between the last known recoverable one (``proven``)
-      and the answer line, each probe drawn like ``early-stop``. It assumes a recoverable
+      and the last explored one, each probe drawn like ``early-stop``. It assumes a recoverable
       prefix's shorter prefixes are recoverable, so it finds *a* success-to-failure boundary,
       which is not always the first pit.
 
@@ -91,7 +105,7 @@ class ExplorationPlan:
     proven: int = 0
     outcomes: dict[int, list[bool]] = field(default_factory=dict)
     _lo: int = 0  # highest prefix known recoverable
-    _hi: int = 0  # lowest prefix known to be a pit (n_steps + 1 = the answer line)
+    _hi: int = 0  # lowest prefix known to be a pit (n_steps + 1 = none known)
     _pit: int | None = None
     _done: bool = False
 

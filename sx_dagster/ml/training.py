@@ -6,7 +6,6 @@ resource: TRL's defaults (bf16, checkpointing on) fail or silently autocast on C
 
 from __future__ import annotations
 
-import math
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from transformers import PrinterCallback, TrainerCallback
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from sx_dagster.config import DPOSection, LoRASection, TrainSection
+from sx_dagster.core.dpo_text import pair_for_dpo
+from sx_dagster.core.estimate import Schedule, schedule
 from sx_dagster.ml.models import load_model, load_tokenizer
 
 
@@ -64,8 +65,16 @@ class _Progress(TrainerCallback):
                 self.log(f"step {state.global_step}/{state.max_steps} {shown}")
 
 
-def _common(section, precision: Precision, seed: int, out_dir: Path, n_rows: int, parallel: dict | None = None) -> dict:
-    steps = math.ceil(n_rows / (section.batch_size * section.grad_accum)) * section.epochs
+def stage_schedule(section, n_rows: int, world_size: int = 1) -> Schedule:
+    """Steps, warmup and logging of a stage from its global batch: per-device batch x
+    accumulation x ``world_size`` training processes."""
+    return schedule(n_rows, section.batch_size, section.grad_accum, world_size, section.epochs, section.warmup_ratio)
+
+
+def trainer_arguments(
+    section, precision: Precision, seed: int, out_dir: Path, n_rows: int, parallel: dict | None = None, world_size: int = 1
+) -> dict:
+    plan = stage_schedule(section, n_rows, world_size)
     return dict(
         output_dir=str(out_dir / "_trainer"),
         num_train_epochs=section.epochs,
@@ -73,8 +82,8 @@ def _common(section, precision: Precision, seed: int, out_dir: Path, n_rows: int
         per_device_train_batch_size=section.batch_size,
         gradient_accumulation_steps=section.grad_accum,
         lr_scheduler_type=section.lr_scheduler,
-        warmup_steps=int(section.warmup_ratio * steps),
-        logging_steps=max(1, int(steps) // 40),
+        warmup_steps=plan.warmup_steps,
+        logging_steps=plan.logging_steps,
         save_strategy="no",
         report_to="none",
         seed=seed,
@@ -87,6 +96,11 @@ def _common(section, precision: Precision, seed: int, out_dir: Path, n_rows: int
     )
 
 
+def _result_with_schedule(section, n_rows: int, world_size: int) -> TrainResult:
+    plan = stage_schedule(section, n_rows, world_size)
+    return TrainResult(extra={"global_batch": float(plan.global_batch), "warmup_steps": float(plan.warmup_steps)})
+
+
 def _peft_config(lora: LoRASection | None):
     if lora is None or lora.r == 0:
         return None
@@ -97,8 +111,9 @@ def _peft_config(lora: LoRASection | None):
     )
 
 
-def _load_trainable(model_path: str | Path, precision: Precision, lora: LoRASection | None):
-    model = load_model(model_path, precision.device, precision.dtype, four_bit=bool(lora and lora.qlora))
+def _load_trainable(model_path: str | Path, precision: Precision, lora: LoRASection | None, trust_remote_code: bool = False):
+    four_bit = bool(lora and lora.qlora)
+    model = load_model(model_path, precision.device, precision.dtype, four_bit=four_bit, trust_remote_code=trust_remote_code)
     if lora is not None and lora.qlora:
         from peft import prepare_model_for_kbit_training
 
@@ -108,7 +123,14 @@ def _load_trainable(model_path: str | Path, precision: Precision, lora: LoRASect
 
 
 def _finish(
-    trainer, result: TrainResult, out_dir: Path, tokenizer, model_path, precision: Precision, lora: LoRASection | None
+    trainer,
+    result: TrainResult,
+    out_dir: Path,
+    tokenizer,
+    model_path,
+    precision: Precision,
+    lora: LoRASection | None,
+    trust_remote_code: bool = False,
 ) -> TrainResult:
     trainer.remove_callback(PrinterCallback)  # _Progress logs through Dagster instead of print()
     out = trainer.train()
@@ -118,7 +140,7 @@ def _finish(
     if not trainer.is_world_process_zero():  # data-parallel ranks > 0 train, rank 0 writes
         return result
     if lora is not None and lora.r > 0:
-        _save_merged(trainer.model, out_dir, model_path, precision, lora)
+        _save_merged(trainer.model, out_dir, model_path, precision, lora, trust_remote_code)
     else:
         trainer.model.config.use_cache = True
         trainer.save_model(str(out_dir))
@@ -128,19 +150,55 @@ def _finish(
     return result
 
 
-def _save_merged(peft_model, out_dir: Path, model_path, precision: Precision, lora: LoRASection) -> None:
+def _save_merged(peft_model, out_dir: Path, model_path, precision: Precision, lora: LoRASection, trust_remote_code: bool = False) -> None:
     """Merge the adapter so the checkpoint is a plain model; keep the adapter beside it."""
     peft_model.save_pretrained(str(out_dir / "adapter"))
     if lora.qlora:
         # A 4-bit base cannot take the merge: reload it in full precision and merge there.
         from peft import PeftModel
 
-        base = load_model(model_path, precision.device, precision.dtype)
+        base = load_model(model_path, precision.device, precision.dtype, trust_remote_code=trust_remote_code)
         merged = PeftModel.from_pretrained(base, str(out_dir / "adapter")).merge_and_unload()
     else:
         merged = peft_model.merge_and_unload()
     merged.config.use_cache = True
     merged.save_pretrained(str(out_dir), safe_serialization=True)
+
+
+def sft_trainer(
+    model_path: str | Path,
+    rows: Sequence[dict],
+    out_dir: Path,
+    section: TrainSection,
+    precision: Precision,
+    seed: int,
+    log: Callable[[str], None] | None = None,
+    lora: LoRASection | None = None,
+    parallel: dict | None = None,
+    world_size: int = 1,
+    trust_remote_code: bool = False,
+) -> SFTTrainer:
+    """The SFT trainer of :func:`train_sft`, built but not run (its result is ``trainer.sx_result``)."""
+    if not rows:
+        raise ValueError("no training rows")
+    tokenizer = load_tokenizer(model_path, padding_side="right", trust_remote_code=trust_remote_code)
+    model = _load_trainable(model_path, precision, lora, trust_remote_code)
+    args = SFTConfig(
+        **trainer_arguments(section, precision, seed, out_dir, len(rows), parallel, world_size),
+        weight_decay=section.weight_decay,
+        completion_only_loss=not section.loss_on_prompt,
+    )
+    result = _result_with_schedule(section, len(rows), world_size)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(list(rows)),
+        processing_class=tokenizer,
+        callbacks=[_Progress(result, log)],
+        peft_config=_peft_config(lora),
+    )
+    trainer.sx_result = result
+    return trainer
 
 
 def train_sft(
@@ -153,24 +211,82 @@ def train_sft(
     log: Callable[[str], None] | None = None,
     lora: LoRASection | None = None,
     parallel: dict | None = None,
+    world_size: int = 1,
+    trust_remote_code: bool = False,
 ) -> TrainResult:
-    """Supervised fine-tuning on prompt/completion rows; the loss covers the completion only.
-    With ``lora`` (r > 0) only an adapter trains, and it is merged into the saved weights."""
+    """Supervised fine-tuning on prompt/completion rows; the loss covers the completion only
+    unless ``section.loss_on_prompt`` (TRL's ``completion_only_loss=False``). With ``lora``
+    (r > 0) only an adapter trains, and it is merged into the saved weights. ``world_size``:
+    the data-parallel processes this runs in (the global batch counts them)."""
+    trainer = sft_trainer(model_path, rows, out_dir, section, precision, seed, log, lora, parallel, world_size, trust_remote_code)
+    return _finish(trainer, trainer.sx_result, out_dir, trainer.processing_class, model_path, precision, lora, trust_remote_code)
+
+
+class ReferenceDPOTrainer(DPOTrainer):
+    """TRL's DPOTrainer, tokenizing a pair as the reference trained on it: EOS ends the chosen,
+    never the rejected (reference ``dpo/custom_trainer.py``, ``tokenize_row``: "do not add eos
+    token for both DPO & step-wise DPO"). TRL 1.16 appends EOS to both and takes no pre-tokenized
+    preference data, so the rejected's EOS is dropped right after TRL's own tokenization, before
+    anything (the collator, precomputed reference log-probs) reads the ids. Why it matters: with
+    "pit step + EOS" DPO can raise its margin by lowering an EOS that greedy decoding never emits."""
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        eos = self._tokenizer.eos_token_id
+
+        def drop_rejected_eos(example: dict) -> dict:
+            ids = example["rejected_ids"]
+            return {"rejected_ids": ids[:-1] if ids and ids[-1] == eos else ids}
+
+        return dataset.map(drop_rejected_eos)
+
+
+def dpo_trainer(
+    model_path: str | Path,
+    ref_path: str | Path,
+    rows: Sequence[dict],
+    out_dir: Path,
+    section: DPOSection,
+    precision: Precision,
+    seed: int,
+    log: Callable[[str], None] | None = None,
+    lora: LoRASection | None = None,
+    parallel: dict | None = None,
+    world_size: int = 1,
+    trust_remote_code: bool = False,
+) -> tuple[ReferenceDPOTrainer, TrainResult, object]:
+    """The DPO trainer of :func:`train_dpo`, built but not run: (trainer, result to fill, tokenizer).
+    Rows go through :func:`sx_dagster.core.dpo_text.pair_for_dpo` (a multi-line rejected loses
+    its answer line) and :class:`ReferenceDPOTrainer` (no EOS on the rejected)."""
     if not rows:
-        raise ValueError("no training rows")
-    tokenizer = load_tokenizer(model_path, padding_side="right")
-    model = _load_trainable(model_path, precision, lora)
-    args = SFTConfig(**_common(section, precision, seed, out_dir, len(rows), parallel), weight_decay=section.weight_decay)
-    result = TrainResult()
-    trainer = SFTTrainer(
+        raise ValueError("no preference pairs")
+    tokenizer = load_tokenizer(model_path, padding_side="right", trust_remote_code=trust_remote_code)
+    model = _load_trainable(model_path, precision, lora, trust_remote_code)
+    peft_config = _peft_config(lora)
+    same_ref = Path(str(ref_path)) == Path(str(model_path))
+    ref = (
+        None
+        if peft_config is not None and same_ref
+        else load_model(ref_path, precision.device, precision.dtype, trust_remote_code=trust_remote_code)
+    )
+    args = DPOConfig(
+        **trainer_arguments(section, precision, seed, out_dir, len(rows), parallel, world_size),
+        beta=section.beta,
+        loss_type=list(section.loss_type),
+        optim=section.optim,
+    )
+    result = _result_with_schedule(section, len(rows), world_size)
+    trainer = ReferenceDPOTrainer(
         model=model,
+        ref_model=ref,
         args=args,
-        train_dataset=Dataset.from_list(list(rows)),
+        train_dataset=Dataset.from_list([pair_for_dpo(r) for r in rows]),
         processing_class=tokenizer,
         callbacks=[_Progress(result, log)],
-        peft_config=_peft_config(lora),
+        peft_config=peft_config,
     )
-    return _finish(trainer, result, out_dir, tokenizer, model_path, precision, lora)
+    result.extra["reference_copy_loaded"] = float(ref is not None)
+    return trainer, result, tokenizer
 
 
 def train_dpo(
@@ -184,36 +300,18 @@ def train_dpo(
     log: Callable[[str], None] | None = None,
     lora: LoRASection | None = None,
     parallel: dict | None = None,
+    world_size: int = 1,
+    trust_remote_code: bool = False,
 ) -> TrainResult:
     """DPO on prompt/chosen/rejected rows, starting from ``model_path`` with ``ref_path`` as
     the frozen reference (the paper: both are the RFT model). With ``lora`` (r > 0) and
     ``ref_path == model_path`` no reference copy is loaded: TRL scores the reference with
-    the adapter disabled, which is the start model."""
-    if not rows:
-        raise ValueError("no preference pairs")
-    tokenizer = load_tokenizer(model_path, padding_side="right")
-    model = _load_trainable(model_path, precision, lora)
-    peft_config = _peft_config(lora)
-    same_ref = Path(str(ref_path)) == Path(str(model_path))
-    ref = None if peft_config is not None and same_ref else load_model(ref_path, precision.device, precision.dtype)
-    args = DPOConfig(
-        **_common(section, precision, seed, out_dir, len(rows), parallel),
-        beta=section.beta,
-        loss_type=list(section.loss_type),
-        optim=section.optim,
+    the adapter disabled, which is the start model. Pairs are shown as the reference showed
+    them (:func:`dpo_trainer`)."""
+    trainer, result, tokenizer = dpo_trainer(
+        model_path, ref_path, rows, out_dir, section, precision, seed, log, lora, parallel, world_size, trust_remote_code
     )
-    result = TrainResult()
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=ref,
-        args=args,
-        train_dataset=Dataset.from_list(list(rows)),
-        processing_class=tokenizer,
-        callbacks=[_Progress(result, log)],
-        peft_config=peft_config,
-    )
-    result.extra["reference_copy_loaded"] = float(ref is not None)
-    return _finish(trainer, result, out_dir, tokenizer, model_path, precision, lora)
+    return _finish(trainer, result, out_dir, tokenizer, model_path, precision, lora, trust_remote_code)
 
 
 def train(
