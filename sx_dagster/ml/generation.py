@@ -175,10 +175,11 @@ class HFBackend:
     stats: GenerationStats = field(default_factory=GenerationStats)
     prefix_cache: bool = True
     prefix_cache_entries: int = 512
+    trust_remote_code: bool = False  # the experiment's model.trust_remote_code (ml.models.check_remote_code)
 
     def __post_init__(self) -> None:
-        self.tokenizer = load_tokenizer(self.model_path, padding_side="left")
-        self.model = load_model(self.model_path, self.device, self.dtype)
+        self.tokenizer = load_tokenizer(self.model_path, padding_side="left", trust_remote_code=self.trust_remote_code)
+        self.model = load_model(self.model_path, self.device, self.dtype, trust_remote_code=self.trust_remote_code)
         self._cache = _PrefixCache(self.prefix_cache_entries if self.prefix_cache else 0)
 
     def _autocast(self):

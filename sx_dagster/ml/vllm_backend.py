@@ -45,11 +45,16 @@ class VLLMBackend:
     max_model_len: int | None = None
     log: Callable[[str], None] | None = None
     stats: GenerationStats = field(default_factory=GenerationStats)
+    trust_remote_code: bool = False  # the experiment's model.trust_remote_code (ml.models.check_remote_code)
 
     def __post_init__(self) -> None:
+        from sx_dagster.ml.models import check_remote_code
+
+        check_remote_code(self.model_path, self.trust_remote_code)  # the same refusal as the HF backend, before vLLM starts
         vllm = _import_vllm()
         self.llm = vllm.LLM(
             model=str(self.model_path),
+            trust_remote_code=self.trust_remote_code,
             dtype=self.dtype,
             tensor_parallel_size=self.tensor_parallel_size,
             gpu_memory_utilization=self.gpu_memory_utilization,

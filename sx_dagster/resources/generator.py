@@ -25,7 +25,15 @@ class GeneratorResource(dg.ConfigurableResource):
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vllm: fraction of GPU memory for weights + KV cache")
     max_model_len: int | None = Field(None, description="vllm: context length; None = the model's")
 
-    def load(self, model_path: str | Path, accelerator: AcceleratorResource, batch_size: int, log: Callable[[str], None] | None = None):
+    def load(
+        self,
+        model_path: str | Path,
+        accelerator: AcceleratorResource,
+        batch_size: int,
+        log: Callable[[str], None] | None = None,
+        trust_remote_code: bool = False,
+    ):
+        """A backend for ``model_path``; ``trust_remote_code`` is the experiment's ``model.trust_remote_code``."""
         if log is not None:
             log(f"generation ({self.backend}): {accelerator.describe()}")
         if self.backend == "vllm":
@@ -38,6 +46,7 @@ class GeneratorResource(dg.ConfigurableResource):
                 gpu_memory_utilization=self.gpu_memory_utilization,
                 max_model_len=self.max_model_len,
                 log=log,
+                trust_remote_code=trust_remote_code,
             )
         from sx_dagster.ml.generation import HFBackend
 
@@ -49,4 +58,5 @@ class GeneratorResource(dg.ConfigurableResource):
             log=log,
             prefix_cache=self.prefix_cache,
             prefix_cache_entries=self.prefix_cache_entries,
+            trust_remote_code=trust_remote_code,
         )
