@@ -20,10 +20,11 @@ import csv
 import time
 from pathlib import Path
 
-from sx_dagster.assets.explore import correct_sample_pool, explore_chunk
 from sx_dagster.config import get_experiment
+from sx_dagster.core.explore import explore, pit_agreement, pool_steps, sample_pool
 from sx_dagster.core.prompts import prefix_prompt
 from sx_dagster.core.steps import split_steps
+from sx_dagster.ml.explorer import explorer_generate
 from sx_dagster.ml.generation import HFBackend, SamplingParams
 from sx_dagster.resources import AcceleratorResource, LineageStore
 
@@ -47,15 +48,10 @@ def main() -> None:
     rft = store.latest_lineage(exp.name, "rft_checkpoint")
     if rft is None:
         raise SystemExit(f"{args.db}: rft_checkpoint not materialized for {exp.name}")
-    rows = store.query(
-        "SELECT p.id AS pair_id, p.question_id, p.rejected_sample_id, p.rejected, q.question, q.answer, q.meta "
-        "FROM outcome_pairs p JOIN questions q ON q.experiment = p.experiment AND q.id = p.question_id "
-        "WHERE p.experiment = ? ORDER BY p.id LIMIT ?",
-        [exp.name, args.limit],
-    )
+    rejected = store.rejected_rationales(exp.name, args.limit)
     acc = AcceleratorResource()
     device, dtype = acc.resolve_device(), acc.resolve_dtype()
-    pool = correct_sample_pool(store, exp.name, exp.task.name)
+    pool = pool_steps(sample_pool(store.correct_samples(exp.name), exp.task.name))
     table, pits_by = [], {}
     for strategy in args.strategies.split(","):
         spec, _, flag = strategy.partition(":")
@@ -64,21 +60,21 @@ def main() -> None:
         cfg = exp.model_copy(update={"explore": exp.explore.model_copy(update=update)})
         backend = HFBackend(rft["checkpoint_path"], device, dtype, exp.gen_batch_size, prefix_cache=flag != "nocache")
         t = time.perf_counter()
-        _, pits = explore_chunk(backend, rows, cfg, args.seed + int(offset or 0), pool)
+        generate = explorer_generate(backend, cfg.explore, args.seed + int(offset or 0), exp.task.name)
+        _, pits = explore(rejected, generate, cfg.explore, exp.task.name, pool)
         wall = time.perf_counter() - t
-        pits_by[strategy] = {r["pair_id"]: r["pit"] for r in pits}
-        known = [r for r in pits if r["true_first_error"] is not None]
+        pits_by[strategy] = {r.pair_id: r.pit for r in pits}
         table.append(
             dict(
                 strategy=strategy,
                 rationales=len(pits),
-                completions=sum(r["completions"] for r in pits),
-                generated_tokens=sum(r["generated_tokens"] for r in pits),
-                prompt_tokens=sum(r["prompt_tokens"] for r in pits),
-                prefill_tokens=sum(r["prefill_tokens"] for r in pits),
+                completions=sum(r.completions for r in pits),
+                generated_tokens=sum(r.generated_tokens for r in pits),
+                prompt_tokens=sum(r.prompt_tokens for r in pits),
+                prefill_tokens=sum(r.prefill_tokens for r in pits),
                 wall_s=round(wall, 1),
-                pits_found=sum(r["pit"] is not None for r in pits),
-                pit_equals_true_first_error=round(sum(r["pit"] == r["true_first_error"] for r in known) / max(1, len(known)), 3),
+                pits_found=sum(r.pit is not None for r in pits),
+                pit_equals_true_first_error=round(pit_agreement((r.pit, r.true_first_error) for r in pits).equal, 3),
             )
         )
     ref = next((row for row in table if row["strategy"].startswith("linear") and "@" not in row["strategy"]), None)
@@ -91,8 +87,8 @@ def main() -> None:
 
     # Throughput: the same prefix prompts, batched vs one sequence at a time.
     prompts = []
-    for r in rows.head(32).itertuples():
-        steps = split_steps(r.rejected, exp.task.name)
+    for r in rejected[:32]:
+        steps = split_steps(r.text, exp.task.name)
         prompts.append(prefix_prompt(r.question, steps, 1, exp.task.name))
     params = SamplingParams(4, exp.explore.temperature, exp.explore.top_p, exp.explore.max_new_tokens, args.seed, exp.task.name)
     batched = HFBackend(rft["checkpoint_path"], device, dtype, exp.gen_batch_size)

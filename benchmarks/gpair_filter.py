@@ -22,8 +22,9 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from sx_dagster.assets.pairs import pit_records
 from sx_dagster.config import get_experiment
+from sx_dagster.core.explore import sample_pool
+from sx_dagster.core.gpair_inputs import pit_records
 from sx_dagster.core.gpairs import GPair, PitRecord, build_g_pairs
 from sx_dagster.core.steps import join_steps
 from sx_dagster.core.synthetic import SyntheticProblem, true_first_error
@@ -62,7 +63,9 @@ def main() -> None:
     if exp.task.name != "synthetic":
         raise SystemExit("true_first_error is known for the synthetic task only")
     store = LineageStore(database=args.db)
-    records = pit_records(store, exp.name, "synthetic")
+    found = store.found_pits(exp.name)
+    pool = sample_pool(store.correct_samples(exp.name), "synthetic") if any(f.after_pool_proof for f in found) else None
+    records = pit_records(found, "synthetic", pool)
     if not records:
         raise SystemExit(f"{args.db}: no pits for {exp.name}: materialize first_pit_labels first")
     meta = store.query("SELECT id, meta FROM questions WHERE experiment = ?", [exp.name])

@@ -71,22 +71,18 @@ def _scalar(store, sql: str, name: str) -> float:
     return store.query(sql, [name]).iloc[0, 0]
 
 
-def pit_rates(pits: list[dict]) -> dict[str, float]:
-    """Where the explorer's first pit falls against the true first error."""
-    known = [p for p in pits if p["true_first_error"] is not None]
-    n = max(1, len(known))
-    same = sum(p["pit"] == p["true_first_error"] for p in known)
-    earlier = sum(p["pit"] is not None and p["pit"] < p["true_first_error"] for p in known)
-    later = sum(p["pit"] is not None and p["pit"] > p["true_first_error"] for p in known)
-    none = sum(p["pit"] is None for p in known)
+def pit_rates(pits: list[tuple[int | None, int | None]]) -> dict[str, float]:
+    """Where the explorer's first pit falls against the true first error, from (pit, true first error)."""
+    from sx_dagster.core.explore import pit_agreement
+
+    a = pit_agreement(pits)
     return {
-        "rationales": len(known),
-        "pit_equals_true": round(same / n, 4),
-        "pit_earlier": round(earlier / n, 4),
-        "pit_later": round(later / n, 4),
-        "no_pit": round(none / n, 4),
-        # a pit marked where the true first error is elsewhere, among pits marked
-        "false_pit_rate": round((earlier + later) / max(1, len(known) - none), 4),
+        "rationales": a.rationales,
+        "pit_equals_true": round(a.equal, 4),
+        "pit_earlier": round(a.earlier, 4),
+        "pit_later": round(a.later, 4),
+        "no_pit": round(a.no_pit, 4),
+        "false_pit_rate": round(a.false_pit_rate, 4),
     }
 
 
@@ -112,12 +108,13 @@ def main() -> None:
     import pandas as pd
 
     from sx_dagster.assets import ALL_ASSETS
-    from sx_dagster.assets.explore import correct_sample_pool, explore_chunk
     from sx_dagster.config import get_experiment
     from sx_dagster.core.answers import extract_answer, is_correct
+    from sx_dagster.core.explore import exploration_seed, explore, pool_steps, sample_pool
     from sx_dagster.core.prompts import question_prompt
     from sx_dagster.core.stats import paired_test, pass_at_k
     from sx_dagster.definitions import resources
+    from sx_dagster.ml.explorer import explorer_generate
     from sx_dagster.ml.generation import HFBackend, SamplingParams
 
     ks = [int(k) for k in args.ks.split(",")]
@@ -133,7 +130,7 @@ def main() -> None:
         acc = dict(zip(scores["model"], scores["accuracy"], strict=True))
         pits = store.query("SELECT pit, true_first_error FROM pits WHERE experiment = ?", [name])
         pit_list = [
-            {"pit": None if pd.isna(x) else int(x), "true_first_error": None if pd.isna(y) else int(y)}
+            (None if pd.isna(x) else int(x), None if pd.isna(y) else int(y))
             for x, y in zip(pits["pit"], pits["true_first_error"], strict=True)
         ]
         row = {
@@ -143,7 +140,7 @@ def main() -> None:
             "samples_correct": round(float(_scalar(store, "SELECT avg(correct::INT) FROM samples WHERE experiment = ?", name)), 3),
             "rft_rows": int(_scalar(store, "SELECT count(*) FROM rft_data WHERE experiment = ?", name)),
             "d_pair": int(_scalar(store, "SELECT count(*) FROM outcome_pairs WHERE experiment = ?", name)),
-            "pits_found": sum(x["pit"] is not None for x in pit_list),
+            "pits_found": sum(pit is not None for pit, _ in pit_list),
             "d_g_pair": int(_scalar(store, "SELECT count(*) FROM dpo_pairs WHERE experiment = ?", name)),
             **{f"pipeline_{k}": v for k, v in pit_rates(pit_list).items() if k != "rationales"},
         }
@@ -177,21 +174,18 @@ def main() -> None:
 
         if args.skip_k_sweep:
             continue
-        rows = store.query(
-            "SELECT p.id AS pair_id, p.question_id, p.rejected_sample_id, p.rejected, q.question, q.answer, q.meta "
-            "FROM outcome_pairs p JOIN questions q ON q.experiment = p.experiment AND q.id = p.question_id "
-            "WHERE p.experiment = ? ORDER BY p.id",
-            [name],
-        )
+        rejected = store.rejected_rationales(name)
         explorer = store.latest_lineage(name, "rft_checkpoint")["checkpoint_path"]
-        pool = correct_sample_pool(store, name, exp.task.name)
+        pool = pool_steps(sample_pool(store.correct_samples(name), exp.task.name))
         acc_res = res["accelerator"]
         for strategy, k in [("early-stop", k) for k in ks] + [("pool-reuse", 4)]:
             cfg = exp.model_copy(update={"explore": exp.explore.model_copy(update={"strategy": strategy, "k": k})})
             backend = HFBackend(explorer, acc_res.resolve_device(), acc_res.resolve_dtype(), exp.gen_batch_size)
-            _, found = explore_chunk(backend, rows, cfg, seed=exp.seed * 1_000_003 + 1, pool=pool)
-            tokens = sum(f["generated_tokens"] for f in found)
-            k_rows.append({"seed": seed, "strategy": strategy, "k": k, **pit_rates(found), "generated_tokens": tokens})
+            generate = explorer_generate(backend, cfg.explore, exploration_seed(exp.seed), exp.task.name)
+            _, found = explore(rejected, generate, cfg.explore, exp.task.name, pool)
+            tokens = sum(f.generated_tokens for f in found)
+            rates = pit_rates([(f.pit, f.true_first_error) for f in found])
+            k_rows.append({"seed": seed, "strategy": strategy, "k": k, **rates, "generated_tokens": tokens})
 
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "paper_table.csv", per_seed)

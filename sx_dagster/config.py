@@ -14,6 +14,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sx_dagster.core.pits import MAX_EXPLORED_STEPS, STRATEGIES
+from sx_dagster.core.rft import MAX_PER_QUESTION
+from sx_dagster.core.synthetic import SyntheticConfig
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_EXPERIMENTS_FILE = PACKAGE_DIR / "experiments" / "experiments.yaml"
 DEFAULT_EXPERIMENT = "tiny-synthetic"
@@ -58,17 +62,6 @@ class ModelSection(_Section):
     )
 
 
-class SyntheticSection(_Section):
-    min_steps: int = 2
-    max_steps: int = 4
-    max_start: int = 20
-    max_operand: int = 9
-    max_factor: int = 3
-    max_value: int = 999
-    ops: tuple[str, ...] = ("+", "-", "*")
-    distractor_prob: float = 0.0
-
-
 class TaskSection(_Section):
     name: Literal["synthetic", "gsm8k", "math"]
     train_path: str | None = Field(None, description="local JSONL; else the Hub dataset is used")
@@ -78,7 +71,7 @@ class TaskSection(_Section):
     n_train: int | None = Field(None, ge=1, description="questions used for training (None = all)")
     n_test: int | None = Field(None, ge=1, description="test questions evaluated (None = all)")
     seed: int = 0
-    synthetic: SyntheticSection = SyntheticSection()
+    synthetic: SyntheticConfig = Field(SyntheticConfig(), description="difficulty knobs of the synthetic task (sx_dagster.core.synthetic)")
 
     @model_validator(mode="after")
     def _synthetic_sizes(self) -> TaskSection:
@@ -112,7 +105,7 @@ class SamplingSection(_Section):
 
 
 class RFTSection(TrainSection):
-    max_per_question: int = Field(8, ge=1)
+    max_per_question: int = Field(MAX_PER_QUESTION, ge=1)
     include_gold: bool = Field(
         True, description="train on the gold rationales too (Yuan et al. 2023); the reference trains on kept samples only (false)"
     )
@@ -123,16 +116,23 @@ class ExploreSection(_Section):
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(512, ge=1)
-    strategy: Literal["linear", "early-stop", "binary", "pool-reuse"] = Field(
+    strategy: str = Field(
         "linear",
         description="first-pit search (sx_dagster.core.pits.ExplorationPlan): linear = the paper; early-stop = same pit, "
         "fewer draws; pool-reuse = early-stop skipping prefixes a correct sample shares; binary = bisection (may differ)",
     )
     batch: int = Field(1, ge=1, description="completions per draw for early-stop, pool-reuse and binary")
     max_steps: int = Field(
-        20, ge=1, description="most step prefixes explored per rejected rationale, the answer line included (reference: 20)"
+        MAX_EXPLORED_STEPS, ge=1, description="most step prefixes explored per rejected rationale, the answer line included (reference: 20)"
     )
     chunk_pairs: int = Field(64, ge=1, description="rejected rationales per committed chunk")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown exploration strategy {v!r}; expected one of {', '.join(STRATEGIES)}")
+        return v
 
 
 class GPairSection(_Section):
@@ -237,11 +237,18 @@ class ExperimentConfig(_Section):
             raise ValueError(f"experiment name {v!r} must be letters, digits, '-', '_' or '.'")
         return v
 
-    def section_dump(self, *sections: str) -> dict:
-        """The config a stage depends on, for fingerprints and lineage rows."""
-        d = self.model_dump(mode="json")
-        keep = {"name", "seed", "model", "task", *sections}
-        return {k: v for k, v in d.items() if k in keep}
+    def section_dump(self, *paths: str) -> dict:
+        """The config a stage reads, for fingerprints and lineage rows: the fields at the dotted
+        ``paths`` (``"dpo"``, ``"dpo.max_length"``), nested as in the YAML. A path that names
+        no field raises KeyError: a stage cannot fingerprint a field it misspells."""
+        full, out = self.model_dump(mode="json"), {}
+        for path in sorted(paths):
+            *parents, leaf = path.split(".")
+            src, dst = full, out
+            for key in parents:
+                src, dst = src[key], dst.setdefault(key, {})
+            dst[leaf] = src[leaf]
+        return out
 
 
 def experiments_file() -> Path:

@@ -3,9 +3,12 @@ the answer line is explored, at most 20 prefixes; the "chosen must not contain t
 step" filter is a knob, off as in the reference; the reference's de-dup; a pit after a prefix
 a correct sample proved gets that sample's continuation as its chosen side."""
 
+from dataclasses import asdict
+
 import pytest
 
 from sx_dagster.config import ExperimentConfig
+from sx_dagster.core.explore import RejectedRationale, explore
 from sx_dagster.core.gpairs import (
     ALL_USED,
     CHOSEN_IS_REJECTED,
@@ -47,34 +50,28 @@ class _Gen:
 
 
 class ScriptedExplorer:
-    """A generation backend whose completions depend only on how many steps the prefix holds."""
+    """An explorer's ``generate`` whose completions depend only on how many steps the prefix holds."""
 
     def __init__(self, by_steps: dict[int, list[str]]):
         self.by_steps, self.asked = by_steps, []
 
-    def generate(self, prompts, params, first_sample=None):
+    def __call__(self, prompts, n, first_sample):
         out = []
-        for p, first in zip(prompts, first_sample or [0] * len(prompts), strict=True):
-            n = len(p.split("Answer:\n", 1)[1].splitlines())
-            self.asked.append(n)
-            out.append([_Gen(t) for t in self.by_steps[n][first : first + params.n]])
+        for p, first in zip(prompts, first_sample, strict=True):
+            steps = len(p.split("Answer:\n", 1)[1].splitlines())
+            self.asked.append(steps)
+            out.append([_Gen(t) for t in self.by_steps[steps][first : first + n]])
         return out
 
 
-def _explore(by_steps: dict[int, list[str]], rationale: str = ANSWER_SLIP, **explore) -> tuple[list[dict], dict, ScriptedExplorer]:
-    import pandas as pd
-
-    from sx_dagster.assets.explore import explore_chunk
-
+def _explore(by_steps: dict[int, list[str]], rationale: str = ANSWER_SLIP, **explore_cfg) -> tuple[list[dict], dict, ScriptedExplorer]:
     exp = ExperimentConfig(
-        name="t", model={"name": "tiny"}, task={"name": "synthetic", "n_train": 1, "n_test": 1}, explore={"k": 2, **explore}
+        name="t", model={"name": "tiny"}, task={"name": "synthetic", "n_train": 1, "n_test": 1}, explore={"k": 2, **explore_cfg}
     )
-    rows = pd.DataFrame(
-        [dict(pair_id="q/op0", question_id="q", rejected_sample_id="s-bad", rejected=rationale, question=PROBLEM.question)]
-    ).assign(answer=PROBLEM.answer, meta=PROBLEM.to_json())
-    backend = ScriptedExplorer(by_steps)
-    x, pits = explore_chunk(backend, rows, exp, seed=0)
-    return x, pits[0], backend
+    item = RejectedRationale("q/op0", "q", "s-bad", PROBLEM.question, PROBLEM.answer, rationale, PROBLEM.to_json())
+    generate = ScriptedExplorer(by_steps)
+    x, pits = explore([item], generate, exp.explore, "synthetic")
+    return [asdict(r) for r in x], asdict(pits[0]), generate
 
 
 def test_a_wrong_answer_line_is_the_pit_and_gives_a_pair():
@@ -236,20 +233,16 @@ def test_micro_pool_reuse_gives_pits_after_a_proven_prefix_a_pair(tmp_path):
     assert dg.materialize(ALL_ASSETS, partition_key="micro-pool", resources=resources, selection=upstream).success
     # The micro model's correct samples share no step with its wrong ones: plant, for every
     # rejected rationale of 2+ steps, a correct sample that shares its step 1, then explore.
-    rejected = store.query(
-        "SELECT p.rejected_sample_id AS id, p.rejected, q.answer FROM outcome_pairs p JOIN questions q "
-        "ON q.experiment = p.experiment AND q.id = p.question_id WHERE p.experiment = 'micro-pool'"
-    )
     planted = 0
     with store.connect() as conn:
-        for r in rejected.itertuples():
-            steps = split_steps(r.rejected, "synthetic")
+        for r in store.rejected_rationales("micro-pool"):
+            steps = split_steps(r.text, "synthetic")
             if len(steps) >= 2:
                 proof = f"{steps[0]}\nThe answer is {r.answer}"
                 conn.execute(
                     "INSERT INTO samples SELECT * REPLACE (id || '/proof' AS id, ? AS text, true AS correct) "
                     "FROM samples WHERE experiment = 'micro-pool' AND id = ?",
-                    [proof, r.id],
+                    [proof, r.sample_id],
                 )
                 planted += 1
     assert planted > 0, "micro-pool needs a rejected rationale of 2+ steps"

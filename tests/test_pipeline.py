@@ -341,33 +341,32 @@ def test_hub_dataset_offline_is_a_clear_error(tmp_path):
 
 
 def test_exploration_strategies_on_the_micro_explorer(micro):
-    from sx_dagster.assets.explore import correct_sample_pool, explore_chunk
+    from dataclasses import asdict
+
     from sx_dagster.config import get_experiment
+    from sx_dagster.core.explore import explore, pool_steps, sample_pool
+    from sx_dagster.core.steps import split_steps
+    from sx_dagster.ml.explorer import explorer_generate
     from sx_dagster.ml.generation import HFBackend
 
     _, _, store, _ = micro
     exp = get_experiment("micro")
-    rows = store.query(
-        "SELECT p.id AS pair_id, p.question_id, p.rejected_sample_id, p.rejected, q.question, q.answer, q.meta "
-        "FROM outcome_pairs p JOIN questions q ON q.experiment = p.experiment AND q.id = p.question_id "
-        "WHERE p.experiment = 'micro' ORDER BY p.id"
-    )
+    rejected = store.rejected_rationales("micro")
     explorer = store.latest_lineage("micro", "rft_checkpoint")["checkpoint_path"]
-    from sx_dagster.core.steps import split_steps
-
-    pool = correct_sample_pool(store, "micro", "synthetic")
+    pool = pool_steps(sample_pool(store.correct_samples("micro"), "synthetic"))
     assert sum(map(len, pool.values())) == _count(store, "samples") - int(
         store.query("SELECT count(*) AS n FROM samples WHERE experiment = 'micro' AND NOT correct")["n"][0]
     )
     # The micro model's correct samples rarely share a step with a wrong one: add a correct
     # rationale that shares step 1 of every rejected one, so the skip is exercised.
-    for r in rows.itertuples():
-        pool.setdefault(r.question_id, []).append(split_steps(r.rejected, "synthetic")[:1])
+    for r in rejected:
+        pool.setdefault(r.question_id, []).append(split_steps(r.text, "synthetic")[:1])
     runs = {}
     for strategy in ("linear", "early-stop", "pool-reuse", "binary"):
         cfg = exp.model_copy(update={"explore": exp.explore.model_copy(update={"strategy": strategy})})
-        x, pits = explore_chunk(HFBackend(explorer, "cpu", "float32", 64), rows, cfg, seed=1, pool=pool)
-        runs[strategy] = ({p["pair_id"]: p for p in pits}, x)
+        generate = explorer_generate(HFBackend(explorer, "cpu", "float32", 64), cfg.explore, 1, "synthetic")
+        x, pits = explore(rejected, generate, cfg.explore, "synthetic", pool)
+        runs[strategy] = ({p.pair_id: asdict(p) for p in pits}, [asdict(r) for r in x])
     linear, early = runs["linear"][0], runs["early-stop"][0]
     # early-stop draws a prefix's samples in linear's order, so it finds linear's pit, for less
     assert {k: p["pit"] for k, p in early.items()} == {k: p["pit"] for k, p in linear.items()}

@@ -7,10 +7,11 @@ that fails leaves the old rows and the old lineage, and either config re-runs cl
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -25,15 +26,83 @@ from sx_dagster.resources.lineage import DONE
 _PKG = Path(__file__).resolve().parents[1]
 
 
-def code_version(*modules: str) -> str:
-    """Hash of the method (core/, ml/) and the given asset modules: a change to any of them
-    makes the stage's fingerprint, and Dagster's code version, change."""
+# Modules whose bytes make a stage's code version: the method and the stage code. Other
+# sx_dagster modules (resources) are followed for their imports but not hashed.
+_HASHED = ("sx_dagster.core", "sx_dagster.ml", "sx_dagster.assets")
+# Not followed: the config's values are fingerprinted as values (Stage ``reads``), and the
+# lineage store only moves rows; what they import from core/ are defaults and row types.
+_NOT_FOLLOWED = ("sx_dagster.config", "sx_dagster.resources.lineage")
+
+
+def code_version(*modules: str, changed: Mapping[str, bytes] | None = None) -> str:
+    """Hash of the source of every core/, ml/ and assets/ module the given asset modules
+    import, transitively (imports inside functions included): a change to any of them makes
+    the stage's fingerprint, and Dagster's code version of its assets, change; a change to a
+    module it never imports does not. ``changed`` (module -> bytes) stands in for files, to
+    ask what a version would be after an edit."""
+    changed = changed or {}
     h = hashlib.sha256()
-    files = sorted((_PKG / "core").glob("*.py")) + sorted((_PKG / "ml").glob("*.py"))
-    files += [_PKG / "assets" / f"{m}.py" for m in modules] + sorted((_PKG / "assets").glob("_*.py"))
-    for f in files:
-        h.update(f.read_bytes())
+    for m in sorted(imported_modules(*(f"sx_dagster.assets.{m}" for m in modules))):
+        if m.startswith(_HASHED):
+            h.update(m.encode())
+            h.update(changed[m] if m in changed else _source(m).read_bytes())  # type: ignore[union-attr]
     return h.hexdigest()[:12]
+
+
+def imported_modules(*roots: str) -> set[str]:
+    """The sx_dagster modules the ``roots`` import, transitively, themselves included."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        m = todo.pop()
+        if m in seen or _source(m) is None:
+            continue
+        seen.add(m)
+        if m not in _NOT_FOLLOWED:
+            todo += _imports_of(m)
+    return seen
+
+
+def _source(module: str) -> Path | None:
+    parts = module.split(".")
+    if parts[0] != "sx_dagster":
+        return None
+    base = _PKG.joinpath(*parts[1:])
+    for p in (base.with_suffix(".py"), base / "__init__.py"):
+        if p.is_file():
+            return p
+    return None
+
+
+def _imports_of(module: str) -> list[str]:
+    src = _source(module)
+    assert src is not None
+    package = module if src.name == "__init__.py" else module.rpartition(".")[0]
+    out: list[str] = []
+    for node in ast.walk(ast.parse(src.read_bytes())):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            out += [_provider(base, a.name) for a in node.names]
+    return [m for m in out if m.startswith("sx_dagster")]
+
+
+def _provider(module: str, name: str) -> str:
+    """The module that defines ``name`` imported from ``module``: a submodule, or for a
+    package that re-exports it (``from sx_dagster.resources import LineageStore``), the
+    module it is re-exported from; so an asset depends on what it uses, not the whole package."""
+    if _source(f"{module}.{name}") is not None:
+        return f"{module}.{name}"
+    src = _source(module)
+    if src is not None and src.name == "__init__.py":
+        for node in ast.parse(src.read_bytes()).body:
+            if isinstance(node, ast.ImportFrom) and node.module and any((a.asname or a.name) == name for a in node.names):
+                return _provider(node.module, name)
+    return module
 
 
 def gpu_step() -> dict:
@@ -74,12 +143,15 @@ class Stage:
         lineage: LineageStore,
         asset: str,
         code: str,
-        sections: tuple[str, ...] = (),
-        upstream: tuple[str, ...] = (),
+        reads: tuple[str, ...] = (),
         task_files: bool = False,
     ) -> None:
-        """``task_files``: the stage reads the task's local JSONL files; they are fingerprinted
-        by their bytes, so an edit in place re-runs it (and, through it, what depends on it)."""
+        """``reads``: the config fields the stage reads, as dotted paths into the experiment
+        (``"dpo"``, ``"dpo.max_length"``); only they are fingerprinted, so a change to any
+        other field leaves the stage as it is. Its upstream assets are the asset's Dagster
+        ``deps``, declared once on the asset. ``task_files``: the stage reads the task's local
+        JSONL files; they are fingerprinted by their bytes, so an edit in place re-runs it
+        (and, through it, what depends on it)."""
         self.context, self.lineage, self.asset = context, lineage, asset
         try:
             self.exp: ExperimentConfig = get_experiment(context.partition_key)
@@ -88,7 +160,7 @@ class Stage:
         self.name = self.exp.name
         self.run_id = context.run_id
         self.inputs: dict[str, dict] = {}
-        for up in upstream:
+        for up in upstream_assets(context):
             row = lineage.latest_lineage(self.name, up)
             if row is None:
                 raise dg.Failure(
@@ -101,7 +173,7 @@ class Stage:
                     allow_retries=False,
                 )
             self.inputs[up] = row
-        self.config = self.exp.section_dump(*sections)
+        self.config = self.exp.section_dump(*reads)
         self.code = code
         self._writes: list[tuple[dict[str, pd.DataFrame], str, list]] = []
         payload = {
@@ -245,6 +317,11 @@ def train_metadata(result, title: str) -> dict:
     }
     meta.update({label: result.extra[key] for key, label in _TRAINER_EXTRAS.items() if key in result.extra})
     return meta
+
+
+def upstream_assets(context: dg.AssetExecutionContext) -> list[str]:
+    """The assets this asset reads, as its Dagster ``deps`` name them."""
+    return sorted(k.to_user_string() for k in context.assets_def.asset_deps[context.asset_key])
 
 
 def checkpoint_id(experiment: str, name: str, digest: str | None) -> str:

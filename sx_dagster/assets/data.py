@@ -7,7 +7,6 @@ import pandas as pd
 
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
 from sx_dagster.core.steps import split_steps
-from sx_dagster.core.synthetic import SyntheticConfig
 from sx_dagster.core.tasks import DatasetError, TaskExample, load_jsonl, synthetic_examples
 from sx_dagster.failures import step
 from sx_dagster.resources import LineageStore
@@ -18,9 +17,8 @@ CODE = code_version("data")
 def load_split(task, split: str) -> list[TaskExample]:
     limit = task.n_train if split == "train" else task.n_test
     if task.name == "synthetic":
-        cfg = SyntheticConfig(**task.synthetic.model_dump())
         # Disjoint seeds for the two splits.
-        return synthetic_examples(limit, task.seed * 2 + (split == "test"), split, cfg)
+        return synthetic_examples(limit, task.seed * 2 + (split == "test"), split, task.synthetic)
     path = task.train_path if split == "train" else task.test_path
     if path:
         return load_jsonl(path, task.name, split, limit)
@@ -41,7 +39,7 @@ def load_split(task, split: str) -> list[TaskExample]:
 )
 @step
 def task_dataset(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.MaterializeResult:
-    stage = Stage(context, lineage, "task_dataset", CODE, sections=(), task_files=True)
+    stage = Stage(context, lineage, "task_dataset", CODE, reads=("task",), task_files=True)
     if (skip := stage.unchanged()) is not None:
         return skip
     try:

@@ -10,6 +10,7 @@ from sx_dagster.failures import step
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, LineageStore
 
 CODE = code_version("dpo")
+DPO_READS = ("dpo", "lora", "distributed", "seed", "model.trust_remote_code")  # the config fields DPO training reads
 PARTITIONS = experiment_partitions()
 
 
@@ -39,9 +40,7 @@ def _dpo(stage: Stage, lineage, checkpoints, accelerator, pairs_table: str, name
 def trained_model(
     context: dg.AssetExecutionContext, lineage: LineageStore, checkpoints: CheckpointStore, accelerator: AcceleratorResource
 ) -> dg.MaterializeResult:
-    stage = Stage(
-        context, lineage, "trained_model", CODE, sections=("dpo", "lora", "distributed"), upstream=("dpo_pairs", "rft_checkpoint")
-    )
+    stage = Stage(context, lineage, "trained_model", CODE, reads=DPO_READS)
     return stage.unchanged(checkpoints) or _dpo(stage, lineage, checkpoints, accelerator, "dpo_pairs", "trained_model")
 
 
@@ -58,7 +57,5 @@ def trained_model(
 def outcome_dpo_model(
     context: dg.AssetExecutionContext, lineage: LineageStore, checkpoints: CheckpointStore, accelerator: AcceleratorResource
 ) -> dg.MaterializeResult:
-    stage = Stage(
-        context, lineage, "outcome_dpo_model", CODE, sections=("dpo", "lora", "distributed"), upstream=("outcome_pairs", "rft_checkpoint")
-    )
+    stage = Stage(context, lineage, "outcome_dpo_model", CODE, reads=DPO_READS)
     return stage.unchanged(checkpoints) or _dpo(stage, lineage, checkpoints, accelerator, "outcome_pairs", "outcome_dpo_model")

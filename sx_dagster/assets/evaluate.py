@@ -28,7 +28,7 @@ MODELS = {
     kinds={"pytorch", "duckdb"},
     code_version=CODE,
     **gpu_step(),
-    deps=list(MODELS.values()),
+    deps=["task_dataset", *MODELS.values()],
     description="Greedy test accuracy of base (few-shot), SFT, RFT, outcome DPO and Self-Explore.",
 )
 @step
@@ -38,7 +38,7 @@ def eval_scores(
     accelerator: AcceleratorResource,
     generator: GeneratorResource,
 ) -> dg.MaterializeResult:
-    stage = Stage(context, lineage, "eval_scores", CODE, sections=("eval",), upstream=("task_dataset", *MODELS.values()))
+    stage = Stage(context, lineage, "eval_scores", CODE, reads=("eval", "model.few_shot", "seed", "task.name", "model.trust_remote_code"))
     if (skip := stage.unchanged()) is not None:
         return skip
     from sx_dagster.ml.generation import SamplingParams

@@ -31,7 +31,7 @@ PARTITIONS = experiment_partitions()
 )
 @step
 def base_model(context: dg.AssetExecutionContext, lineage: LineageStore, checkpoints: CheckpointStore) -> dg.MaterializeResult:
-    stage = Stage(context, lineage, "base_model", CODE, sections=(), upstream=("task_dataset",))
+    stage = Stage(context, lineage, "base_model", CODE, reads=("model.name", "model.tiny", "seed", "model.trust_remote_code"))
     if (skip := stage.unchanged(checkpoints)) is not None:
         return skip
     from sx_dagster.ml.models import ModelLoadError, check_remote_code, load_tokenizer
@@ -90,9 +90,7 @@ def sft_checkpoint(
     checkpoints: CheckpointStore,
     accelerator: AcceleratorResource,
 ) -> dg.MaterializeResult:
-    stage = Stage(
-        context, lineage, "sft_checkpoint", CODE, sections=("sft", "lora", "distributed"), upstream=("task_dataset", "base_model")
-    )
+    stage = Stage(context, lineage, "sft_checkpoint", CODE, reads=("sft", "lora", "distributed", "seed", "model.trust_remote_code"))
     if (skip := stage.unchanged(checkpoints)) is not None:
         return skip
     q = lineage.query(
@@ -109,7 +107,7 @@ def sft_checkpoint(
     kinds={"pytorch", "trl"},
     code_version=CODE,
     **gpu_step(),
-    deps=["base_model", "sampled_rationales"],
+    deps=["base_model", "sampled_rationales", "task_dataset"],
     description="RFT: the base model fine-tuned on correct, de-duplicated samples (<= 8 per question). "
     "The explorer, DPO reference and DPO start.",
 )
@@ -125,8 +123,7 @@ def rft_checkpoint(
         lineage,
         "rft_checkpoint",
         CODE,
-        sections=("rft", "lora", "distributed"),
-        upstream=("task_dataset", "base_model", "sampled_rationales"),
+        reads=("rft", "lora", "distributed", "seed", "task.name", "model.trust_remote_code"),
     )
     if (skip := stage.unchanged(checkpoints)) is not None:
         return skip

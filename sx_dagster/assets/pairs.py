@@ -7,11 +7,11 @@ import pandas as pd
 
 from sx_dagster.assets._plots import bar_plot
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
-from sx_dagster.assets.explore import correct_samples
-from sx_dagster.core.gpairs import Completion, PitRecord, build_g_pairs, pool_continuations
+from sx_dagster.core.explore import sample_pool
+from sx_dagster.core.gpair_inputs import pit_records
+from sx_dagster.core.gpairs import build_g_pairs
 from sx_dagster.core.pairs import outcome_pairs as pair_outcomes
 from sx_dagster.core.prompts import question_prompt
-from sx_dagster.core.steps import split_steps
 from sx_dagster.failures import step
 from sx_dagster.resources import LineageStore
 
@@ -73,7 +73,7 @@ def _stored_checks(lineage: LineageStore, stage: Stage, table: str) -> list[dg.A
 )
 @step
 def outcome_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.MaterializeResult:
-    stage = Stage(context, lineage, "outcome_pairs", CODE, sections=("dpo",), upstream=("sampled_rationales", "rft_checkpoint"))
+    stage = Stage(context, lineage, "outcome_pairs", CODE, reads=("dpo.max_length", "task.name", "model.trust_remote_code"))
     if (skip := stage.unchanged(checks=lambda: _stored_checks(lineage, stage, "outcome_pairs"))) is not None:
         return skip
     exp = stage.exp
@@ -116,39 +116,6 @@ def outcome_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> d
     return stage.done(meta, check_results=_check_results(df, exp.dpo.max_length))
 
 
-def pit_records(lineage: LineageStore, experiment: str, task: str) -> list[PitRecord]:
-    """Every found pit, in D_pair order, with the correct continuations of the prefix before it."""
-    pits = lineage.query(
-        "SELECT t.pair_id, t.pit, t.proven, p.question_id, p.chosen_sample_id, p.chosen, p.rejected, q.question "
-        "FROM pits t JOIN outcome_pairs p ON p.experiment = t.experiment AND p.id = t.pair_id "
-        "JOIN questions q ON q.experiment = t.experiment AND q.id = p.question_id "
-        "WHERE t.experiment = ? AND t.pit IS NOT NULL ORDER BY t.pair_id",
-        [experiment],
-    )
-    before = lineage.query(
-        "SELECT x.pair_id, x.id, x.text, x.correct FROM explorations x JOIN pits t "
-        "ON t.experiment = x.experiment AND t.pair_id = x.pair_id AND x.step = t.pit - 1 "
-        "WHERE x.experiment = ? ORDER BY x.pair_id, x.idx",
-        [experiment],
-    )
-    comps = {
-        k: tuple(Completion(i, t, bool(c)) for i, t, c in zip(g["id"], g["text"], g["correct"], strict=True))
-        for k, g in before.groupby("pair_id")
-    }
-    # pool-reuse never explored a prefix a correct sample proved: when the pit follows such a
-    # prefix, that sample's own continuation is the correct completion to choose from.
-    pool_proved = (pits["pit"] > 1) & (pits["pit"] - 1 <= pits["proven"].fillna(0))
-    pool = correct_samples(lineage, experiment, task) if pool_proved.any() else {}
-    records = []
-    for r, proved in zip(pits.itertuples(), pool_proved, strict=True):
-        steps, pit = tuple(split_steps(r.rejected, task)), int(r.pit)
-        from_pool = pool_continuations(steps, pit, pool.get(r.question_id, []), task) if proved else ()
-        records.append(
-            PitRecord(r.question_id, r.question, r.pair_id, r.chosen_sample_id, r.chosen, steps, pit, comps.get(r.pair_id, ()) + from_pool)
-        )
-    return records
-
-
 @dg.asset(
     partitions_def=PARTITIONS,
     group_name="pairs",
@@ -162,13 +129,13 @@ def pit_records(lineage: LineageStore, experiment: str, task: str) -> list[PitRe
 )
 @step
 def dpo_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.MaterializeResult:
-    stage = Stage(
-        context, lineage, "dpo_pairs", CODE, sections=("dpo", "gpair"), upstream=("first_pit_labels", "outcome_pairs", "rft_checkpoint")
-    )
+    stage = Stage(context, lineage, "dpo_pairs", CODE, reads=("gpair", "dpo.max_length", "task.name", "model.trust_remote_code"))
     if (skip := stage.unchanged(checks=lambda: _stored_checks(lineage, stage, "dpo_pairs"))) is not None:
         return skip
     exp, task = stage.exp, stage.exp.task.name
-    records = pit_records(lineage, stage.name, task)
+    found = lineage.found_pits(stage.name)
+    pool = sample_pool(lineage.correct_samples(stage.name), task) if any(f.after_pool_proof for f in found) else None
+    records = pit_records(found, task, pool)
     built = build_g_pairs(records, task, exp.gpair.chosen_excludes_rejected)
     gpairs = built.pairs
     df = pd.DataFrame(

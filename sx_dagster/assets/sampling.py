@@ -40,7 +40,7 @@ def sampled_rationales(
     accelerator: AcceleratorResource,
     generator: GeneratorResource,
 ) -> dg.MaterializeResult:
-    stage = Stage(context, lineage, "sampled_rationales", CODE, sections=("sampling",), upstream=("task_dataset", "sft_checkpoint"))
+    stage = Stage(context, lineage, "sampled_rationales", CODE, reads=("sampling", "seed", "task.name", "model.trust_remote_code"))
     if (skip := stage.unchanged(checks=lambda: [n_per_question_check(lineage, stage)])) is not None:
         return skip
     exp, cfg = stage.exp, stage.exp.sampling

@@ -23,6 +23,9 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from sx_dagster.core.explore import RejectedRationale
+from sx_dagster.core.gpair_inputs import FoundPit
+from sx_dagster.core.gpairs import Completion
 from sx_dagster.paths import data_dir
 
 # Every table has experiment, run_id and (but for the roots) parent_id.
@@ -72,6 +75,10 @@ DONE, PROMOTED = "done", "promoted"
 _READY: set[str] = set()  # databases whose schema this process has already checked
 
 
+class LineageStoreError(RuntimeError):
+    """The DuckDB file cannot be opened (damaged, truncated, not DuckDB)."""
+
+
 class LineageStore(dg.ConfigurableResource):
     """Rows and lineage in one DuckDB file (default ``$SX_DATA_DIR/sx.duckdb``)."""
 
@@ -85,7 +92,17 @@ class LineageStore(dg.ConfigurableResource):
         """A short-lived connection (dagster-duckdb retries while another writer holds the file)."""
         p = self.path()
         p.parent.mkdir(parents=True, exist_ok=True)
-        with DuckDBResource(database=str(p)).get_connection() as conn:
+        with contextlib.ExitStack() as stack:
+            try:
+                conn = stack.enter_context(DuckDBResource(database=str(p)).get_connection())
+            except Exception as e:
+                if type(e).__name__ != "IOException" or "lock" in str(e).lower():
+                    raise  # another writer: transient (dagster-duckdb already waited)
+                # A truncated or foreign file: say which file and what to do (the step is not retried).
+                raise LineageStoreError(
+                    f"cannot open the lineage store {p} ({e}). Restore it from a backup, or move it aside "
+                    f"(mv '{p}' '{p}.damaged') to start over: every stage then runs again"
+                ) from e
             yield conn
 
     def ensure_schema(self) -> None:
@@ -198,6 +215,49 @@ class LineageStore(dg.ConfigurableResource):
             f"INSERT INTO lineage ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
             [experiment, asset, *values.values()],
         )
+
+    # Named queries: the rows that stages and benchmarks share, written once.
+
+    def rejected_rationales(self, experiment: str, limit: int | None = None) -> list[RejectedRationale]:
+        """The rejected rationales of D_pair (``outcome_pairs``) with their questions, in pair order:
+        what self-exploration explores."""
+        df = self.query(
+            "SELECT p.id AS pair_id, p.question_id, p.rejected_sample_id AS sample_id, q.question, q.answer, p.rejected AS text, "
+            "q.meta FROM outcome_pairs p JOIN questions q ON q.experiment = p.experiment AND q.id = p.question_id "
+            "WHERE p.experiment = ? ORDER BY p.id LIMIT ?",
+            [experiment, limit if limit is not None else 2**62],
+        )
+        return [RejectedRationale(**{k: (None if pd.isna(v) else v) for k, v in r.items()}) for r in df.to_dict("records")]
+
+    def correct_samples(self, experiment: str) -> list[tuple[str, str, str]]:
+        """(question id, sample id, text) of every correct sampled rationale, by sample id."""
+        df = self.query("SELECT question_id, id, text FROM samples WHERE experiment = ? AND correct ORDER BY id", [experiment])
+        return list(df.itertuples(index=False, name=None))
+
+    def found_pits(self, experiment: str) -> list[FoundPit]:
+        """Every found pit in D_pair order, with its pair, its question and the explored
+        completions of the prefix before it (step pit - 1)."""
+        pits = self.query(
+            "SELECT t.pair_id, p.question_id, q.question, p.chosen_sample_id, p.chosen, p.rejected, t.pit, coalesce(t.proven, 0) AS proven "
+            "FROM pits t JOIN outcome_pairs p ON p.experiment = t.experiment AND p.id = t.pair_id "
+            "JOIN questions q ON q.experiment = t.experiment AND q.id = p.question_id "
+            "WHERE t.experiment = ? AND t.pit IS NOT NULL ORDER BY t.pair_id",
+            [experiment],
+        )
+        before = self.query(
+            "SELECT x.pair_id, x.id, x.text, x.correct FROM explorations x JOIN pits t "
+            "ON t.experiment = x.experiment AND t.pair_id = x.pair_id AND x.step = t.pit - 1 "
+            "WHERE x.experiment = ? ORDER BY x.pair_id, x.idx",
+            [experiment],
+        )
+        comps = {
+            k: tuple(Completion(i, t, bool(c)) for i, t, c in zip(g["id"], g["text"], g["correct"], strict=True))
+            for k, g in before.groupby("pair_id")
+        }
+        return [
+            FoundPit(**{**r, "pit": int(r["pit"]), "proven": int(r["proven"])}, before_pit=comps.get(r["pair_id"], ()))
+            for r in pits.to_dict("records")
+        ]
 
     def latest_lineage(self, experiment: str, asset: str) -> dict | None:
         df = self.query("SELECT * FROM lineage WHERE experiment = ? AND asset = ? ORDER BY created_at DESC LIMIT 1", [experiment, asset])
