@@ -111,3 +111,27 @@ def test_vllm_without_the_extra_is_a_clear_error(model_dir, monkeypatch):
 
     with pytest.raises(BackendUnavailable, match=r"sx-dagster\[gpu\]"):
         VLLMBackend(model_dir[0])
+
+
+def test_prefix_cache_contract_with_transformers_dynamic_cache(model_dir):
+    """The prefix cache (ml/generation.py) slices and re-assembles DynamicCache per layer through
+    ``cache.layers[i].keys / .values`` of shape (batch, kv heads, seq, head dim). It paid 1.98x on
+    GSM8K-length prompts (benchmarks/prefix_cache.py), so it stays; this pins the layout it needs.
+    If this fails, transformers changed the cache: update _PrefixCache or set prefix_cache: false."""
+    import torch
+    from transformers import DynamicCache
+
+    from sx_dagster.ml.models import load_model, load_tokenizer
+
+    path, examples = model_dir
+    model, tok = load_model(path, "cpu", "float32"), load_tokenizer(path)
+    ids = tok([question_prompt(examples[0].question)], return_tensors="pt")["input_ids"]
+    cache = DynamicCache()
+    with torch.inference_mode():
+        model(input_ids=ids, past_key_values=cache, use_cache=True)
+    layers = getattr(cache, "layers", None)
+    assert layers is not None and len(layers) == model.config.num_hidden_layers, "DynamicCache.layers changed"
+    c = model.config
+    for layer in layers:
+        for t in (layer.keys, layer.values):
+            assert t.shape == (1, c.num_key_value_heads, ids.shape[1], c.hidden_size // c.num_attention_heads)
