@@ -1,17 +1,24 @@
 """``sx-dagster``: run the whole graph for an experiment in-process and print the eval table.
 
-    sx-dagster run [--experiment tiny-synthetic]   materialize everything, then print the table
+    sx-dagster run [--experiment tiny-synthetic] [--select ASSETS]
+                                                   materialize everything (or ASSETS), then print the table
+    sx-dagster init                                create the Dagster instance storage in $DAGSTER_HOME
+                                                   (once, under a lock; run it before `dagster ...` commands)
     sx-dagster table [--experiment NAME]           print the last eval table from DuckDB
     sx-dagster estimate [--experiment NAME] [--device cpu|cuda] [--devices N]
                                                    rough memory/time per stage, before a run
     sx-dagster ui                                  open the Dagster UI on 127.0.0.1:3000
 
 Runs are recorded in $DAGSTER_HOME (default <project>/.dagster_home), so they show in the UI.
+SIGTERM or SIGINT stops a run at the next safe point (an optimizer step, a generation batch, a
+chunk) within seconds; committed chunks stay, and the next run resumes from them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -22,17 +29,36 @@ from sx_dagster.config import DEFAULT_EXPERIMENT
 from sx_dagster.paths import PROJECT_ROOT, dagster_home
 
 
+@contextlib.contextmanager
+def _home_lock(home):
+    """An exclusive lock on $DAGSTER_HOME's set-up: Dagster's SQLite storages create their tables
+    and stamp their schema version on first use, and two processes doing it at once fail
+    (``UNIQUE constraint failed: alembic_version.version_num``)."""
+    with open(home / ".sx-init.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _instance():
     import dagster as dg
 
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
-    instance_yaml = home / "dagster.yaml"
-    shipped = PROJECT_ROOT / "deploy" / "dagster.yaml"  # the GPU pool and run queue settings
-    if not instance_yaml.exists() or not instance_yaml.read_text().strip():
-        instance_yaml.write_text(shipped.read_text() if shipped.exists() else "")
-    instance = dg.DagsterInstance.get()
+    with _home_lock(home):
+        instance_yaml = home / "dagster.yaml"
+        shipped = PROJECT_ROOT / "deploy" / "dagster.yaml"  # the GPU pool and run queue settings
+        if not instance_yaml.exists() or not instance_yaml.read_text().strip():
+            instance_yaml.write_text(shipped.read_text() if shipped.exists() else "")
+        instance = dg.DagsterInstance.get()
+        # Touch every storage now, inside the lock, so none is created concurrently later.
+        instance.get_runs(limit=1)
+        instance.event_log_storage.get_asset_keys()
+        if instance.schedule_storage is not None:
+            instance.all_instigator_state()
     from sx_dagster.failures import mark_dead_runs_failed
 
     # runs whose worker was killed (kill -9, a lost node) would otherwise stay STARTED forever
@@ -41,7 +67,24 @@ def _instance():
     return instance
 
 
-def run(experiment: str) -> int:
+def init() -> int:
+    """Create (or upgrade-check) the instance storage once, so `dagster ...` commands may start together."""
+    instance = _instance()
+    print(f"Dagster instance ready in {instance.root_directory}")
+    return 0
+
+
+def _stopped_exit_code() -> int | None:
+    """128 + the signal that stopped a stage of this run (the shell's convention), else None."""
+    from sx_dagster.stopping import last_stop
+
+    name = last_stop()
+    if name is None:
+        return None
+    return 128 + (signal.Signals[name].value if name in signal.Signals.__members__ else signal.SIGTERM.value)
+
+
+def run(experiment: str, select: str | None = None) -> int:
     import dagster as dg
 
     from sx_dagster.assets import ALL_ASSETS
@@ -52,7 +95,10 @@ def run(experiment: str) -> int:
     estimate(experiment)
     print(f"accelerator: {resources()['accelerator'].describe()}", flush=True)
     t0 = time.time()
-    result = dg.materialize(ALL_ASSETS, partition_key=experiment, resources=resources(), instance=_instance(), raise_on_error=False)
+    selection = [a.strip() for a in select.split(",")] if select else None
+    result = dg.materialize(
+        ALL_ASSETS, partition_key=experiment, resources=resources(), instance=_instance(), selection=selection, raise_on_error=False
+    )
     timings = []
     for ev in result.all_events:
         if ev.event_type_value == "STEP_SUCCESS":
@@ -61,10 +107,14 @@ def run(experiment: str) -> int:
     for key, secs in timings:
         print(f"  {key:<22} {secs:7.1f} s")
     print(f"  {'total':<22} {time.time() - t0:7.1f} s")
+    stopped = _stopped_exit_code()
+    if stopped is not None:
+        print(f"\nstopped by a signal; run the same command again to resume ({experiment})", file=sys.stderr)
+        return stopped
     if not result.success:
-        print("\nthe run failed; see the errors above (and the run in the UI: sx-dagster ui)", file=sys.stderr)
+        print(f"\nthe run of {experiment} failed; see the errors above (and the run in the UI: sx-dagster ui)", file=sys.stderr)
         return 1
-    return table(experiment)
+    return table(experiment) if select is None else 0
 
 
 def estimate(experiment: str, device: str | None = None, devices: int | None = None) -> int:
@@ -142,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("run", "table"):
         s = sub.add_parser(name)
         s.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+        if name == "run":
+            s.add_argument("--select", default=None, help="comma-separated asset names (default: all)")
+    sub.add_parser("init")
     s = sub.add_parser("estimate")
     s.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
     s.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: this machine's")
@@ -150,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--port", type=int, default=3000)
     args = p.parse_args(argv)
     if args.cmd == "run":
-        return run(args.experiment)
+        return run(args.experiment, args.select)
+    if args.cmd == "init":
+        return init()
     if args.cmd == "table":
         return table(args.experiment)
     if args.cmd == "estimate":

@@ -60,14 +60,41 @@ def resources() -> dict:
     }
 
 
+EXECUTORS = ("auto", "multiprocess", "in_process", "k8s")
+
+
+def _has_cuda() -> bool:
+    """Whether this machine has an NVIDIA GPU (NVML, without creating a CUDA context here)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def executor_kind() -> str:
+    """``SX_EXECUTOR``: auto (default) = multiprocess where CUDA is, else in_process."""
+    kind = os.environ.get("SX_EXECUTOR", "auto").strip() or "auto"
+    if kind not in EXECUTORS:
+        raise ValueError(f"SX_EXECUTOR={kind!r}: use one of {', '.join(EXECUTORS)}")
+    if kind == "auto":
+        return "multiprocess" if _has_cuda() else "in_process"
+    return kind
+
+
 def executor() -> dg.ExecutorDefinition:
-    """One step at a time, each in its own process (GPU memory freed between stages, one
-    DuckDB writer). ``SX_EXECUTOR=k8s``: each step in its own Kubernetes pod (dagster-k8s),
-    where the steps' ``dagster-k8s/config`` tags request their GPUs."""
-    if os.environ.get("SX_EXECUTOR", "multiprocess") == "k8s":
+    """One step at a time. ``multiprocess``: each step in its own process, so a stage's GPU
+    memory is freed before the next. ``in_process``: all steps in the run worker, which saves a
+    Python start and the torch/transformers/TRL imports per step where there is no accelerator
+    memory to free (the default on a CPU-only machine). ``k8s``: each step in its own Kubernetes
+    pod (dagster-k8s), where the steps' ``dagster-k8s/config`` tags request their GPUs."""
+    kind = executor_kind()
+    if kind == "k8s":
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor.configured({"max_concurrent": 1})
+    if kind == "in_process":
+        return dg.in_process_executor
     return dg.multiprocess_executor.configured({"max_concurrent": 1})
 
 

@@ -97,13 +97,29 @@ def step(fn: F) -> F:
         context = args[0] if args else kwargs.get("context")
         die_with_parent()
         _tag_worker(context)
-        where = fn.__name__
+        where, partition = fn.__name__, None
         with contextlib.suppress(Exception):
-            where = f"{fn.__name__} [{context.partition_key}]"
-        with non_retriable_errors(where):
-            return fn(*args, **kwargs)
+            partition = context.partition_key
+            where = f"{fn.__name__} [{partition}]"
+        try:
+            with non_retriable_errors(where):
+                return fn(*args, **kwargs)
+        except Exception as e:
+            if partition is not None:
+                _name_experiment(e, partition)
+            raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def _name_experiment(e: Exception, partition: str) -> None:
+    """Say which experiment failed in the error the run page shows (checks and runs span several)."""
+    if isinstance(e, dg.Failure):
+        if partition not in (e.description or ""):
+            e.description = f"[{partition}] {e.description or type(e).__name__}"
+        e.metadata = {**e.metadata, "experiment": dg.MetadataValue.text(partition)}
+    elif partition not in str(e):
+        e.add_note(f"experiment (partition): {partition}")
 
 
 _armed = False

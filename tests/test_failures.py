@@ -36,6 +36,7 @@ def _experiments(tmp: Path, body: str) -> Path:
 
 def _env(tmp: Path, experiments: Path, **extra: str) -> dict:
     env = {**os.environ, "SX_DATA_DIR": str(tmp), "SX_EXPERIMENTS_FILE": str(experiments), "DAGSTER_HOME": str(tmp / "home")}
+    env["SX_EXECUTOR"] = "multiprocess"  # these tests watch step processes (CPU-only auto is in_process)
     (tmp / "home").mkdir(exist_ok=True)
     shutil.copy(ROOT / "deploy" / "dagster.yaml", tmp / "home" / "dagster.yaml")  # the shipped instance settings
     return {**env, **extra}

@@ -16,6 +16,8 @@ import pandas as pd
 from sx_dagster.assets._stage import Stage
 from sx_dagster.resources import LineageStore
 from sx_dagster.resources.lineage import PROMOTED
+from sx_dagster.stopping import check as check_stop
+from sx_dagster.stopping import graceful
 
 # Test hook: kill -9 this process after this many chunks were committed in this run, before
 # the next chunk is written (tests/test_pipeline.py uses it to simulate a crash).
@@ -50,18 +52,21 @@ def run_chunks(
         stage.log(f"resuming: {len(done)}/{len(chunks)} chunks already committed")
     backend, committed = None, 0
     try:
-        for c, chunk in enumerate(chunks):
-            if c in done:
-                continue
-            if backend is None:
-                backend = load_backend()
-            if committed:
-                _crash_if_asked(committed)
-            writes = work(backend, c, chunk)
-            for df in writes.values():
-                df["experiment"], df["run_id"], df["chunk"] = stage.name, stage.run_id, c
-            lineage.commit_chunk(stage.name, stage.asset, c, stage.fingerprint, stage.run_id, writes)
-            committed += 1
+        with graceful(stage.log):
+            for c, chunk in enumerate(chunks):
+                if c in done:
+                    continue
+                # SIGTERM/SIGINT: stop between chunks; the committed ones stay for the next run
+                check_stop(f"before chunk {c + 1}/{len(chunks)} ({committed} committed this run, kept for the next run)")
+                if backend is None:
+                    backend = load_backend()
+                if committed:
+                    _crash_if_asked(committed)
+                writes = work(backend, c, chunk)
+                for df in writes.values():
+                    df["experiment"], df["run_id"], df["chunk"] = stage.name, stage.run_id, c
+                lineage.commit_chunk(stage.name, stage.asset, c, stage.fingerprint, stage.run_id, writes)
+                committed += 1
     finally:
         if backend is not None:
             backend.close()

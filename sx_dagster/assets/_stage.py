@@ -262,7 +262,7 @@ class Stage:
         return dg.MaterializeResult(
             metadata={**_plain(meta), "skipped_unchanged": True, "fingerprint": self.fingerprint},
             data_version=dg.DataVersion(self.fingerprint),
-            check_results=checks() if checks is not None else None,
+            check_results=name_experiment(checks(), self.name) if checks is not None else None,
         )
 
     def done(
@@ -291,7 +291,29 @@ class Stage:
         meta = {**metadata, "fingerprint": self.fingerprint, "skipped_unchanged": False}
         if checkpoint_path:
             meta["checkpoint_path"] = dg.MetadataValue.path(checkpoint_path)
-        return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(self.fingerprint), check_results=check_results or None)
+        checks = name_experiment(check_results or [], self.name) or None
+        return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(self.fingerprint), check_results=checks)
+
+
+def name_experiment(results: list[dg.AssetCheckResult], experiment: str) -> list[dg.AssetCheckResult]:
+    """Name the experiment in every check result: Dagster shows checks per asset, not per
+    partition, so the Checks tab would otherwise not say which experiment passed or failed."""
+    out = []
+    for r in results:
+        values = {k: getattr(v, "value", v) for k, v in r.metadata.items()}
+        shown = ", ".join(f"{k}={v}" for k, v in values.items() if isinstance(v, (int, float, str, bool)))
+        verdict = "passed" if r.passed else "FAILED"
+        out.append(
+            dg.AssetCheckResult(
+                check_name=r.check_name,
+                asset_key=r.asset_key,
+                passed=r.passed,
+                severity=r.severity,
+                description=f"[{experiment}] {r.description or r.check_name} {verdict}" + (f" ({shown})" if shown else ""),
+                metadata={**r.metadata, "experiment": experiment},
+            )
+        )
+    return out
 
 
 _TRAINER_EXTRAS = {

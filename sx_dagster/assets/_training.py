@@ -68,6 +68,11 @@ def count_truncated(model_path: str, rows: list[dict], max_length: int, trust_re
     return sum(n + 1 > max_length for n in token_counts(tok, [r["prompt"] + r["completion"] for r in rows]))
 
 
+def _rows_label(kind: str, section) -> str:
+    """What the rows are called in a message: RFT trains with the sft trainer, on rft rows."""
+    return "rft" if type(section).__name__ == "RFTSection" else kind
+
+
 def run_training(
     stage: Stage, accelerator, kind: str, model_path: str, rows: list[dict], section, out_dir: Path, ref_path: str | None = None
 ):
@@ -80,7 +85,8 @@ def run_training(
     truncated = count_truncated(model_path, rows, section.max_length, trust) if kind == "sft" else 0
     if truncated:
         stage.context.log.warning(
-            f"[{exp.name}] {truncated} of {len(rows)} {kind} rows are longer than max_length {section.max_length} tokens "
+            f"[{exp.name}] {truncated} of {len(rows)} {_rows_label(kind, section)} rows are longer than "
+            f"max_length {section.max_length} tokens "
             "and will be truncated by the trainer (dropped when the prompt alone is longer); raise max_length in the experiment section"
         )
     lora = exp.lora if exp.lora.r > 0 else None

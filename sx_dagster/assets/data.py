@@ -32,7 +32,7 @@ def load_split(task, split: str) -> list[TaskExample]:
 
 @dg.asset(
     partitions_def=experiment_partitions(),
-    group_name="data",
+    group_name="sft_and_rft",
     kinds={"duckdb", "python"},
     code_version=CODE,
     description="Train and test questions with gold rationales and answers (synthetic, GSM8K or MATH).",

@@ -29,7 +29,7 @@ def _dpo(stage: Stage, lineage, checkpoints, accelerator, pairs_table: str, name
 
 @dg.asset(
     partitions_def=PARTITIONS,
-    group_name="dpo",
+    group_name="dpo_and_eval",
     kinds={"pytorch", "trl"},
     code_version=CODE,
     **gpu_step(),
@@ -46,7 +46,7 @@ def trained_model(
 
 @dg.asset(
     partitions_def=PARTITIONS,
-    group_name="dpo",
+    group_name="dpo_and_eval",
     kinds={"pytorch", "trl"},
     code_version=CODE,
     **gpu_step(),

@@ -24,7 +24,7 @@ MODELS = {
 
 @dg.asset(
     partitions_def=experiment_partitions(),
-    group_name="evaluation",
+    group_name="dpo_and_eval",
     kinds={"pytorch", "duckdb"},
     code_version=CODE,
     **gpu_step(),
@@ -86,7 +86,7 @@ def eval_scores(
     meta = {f"accuracy/{s['model']}": round(s["accuracy"], 4) for s in scores}
     meta["n_test"] = len(test)
     meta["table"] = dg.MetadataValue.md(table)
-    meta["chart"] = bar_plot([s["model"] for s in scores], [100 * s["accuracy"] for s in scores], "test accuracy", "%")
+    meta["chart"] = bar_plot([s["model"] for s in scores], [100 * s["accuracy"] for s in scores], "test accuracy", "%", ymax=100)
     return stage.done(meta)
 
 

@@ -91,7 +91,7 @@ def pit_metadata(pits: pd.DataFrame, n_chunks: int, n_resumed: int) -> dict:
         "pit_at_last_step": int((found["pit"] == found["n_steps"]).sum()),  # the answer line, when there is one
         "chunks": n_chunks,
         "chunks_resumed": n_resumed,
-        "pit_histogram": bar_plot(sorted(hist), [hist[k] for k in sorted(hist)], "first pit", "rationales") if hist else None,
+        "pit_histogram": bar_plot(sorted(hist), [hist[k] for k in sorted(hist)], "first pit", "rationales", integer=True) if hist else None,
     }
     # Synthetic task only: how often the explorer's pit is the true first error.
     pit = [None if pd.isna(x) else int(x) for x in pits["pit"]]

@@ -23,7 +23,7 @@ PARTITIONS = experiment_partitions()
 
 @dg.asset(
     partitions_def=PARTITIONS,
-    group_name="models",
+    group_name="sft_and_rft",
     kinds={"pytorch", "huggingface"},
     code_version=CODE,
     deps=["task_dataset"],
@@ -76,7 +76,7 @@ def _train(stage: Stage, checkpoints, accelerator, name: str, rows: list[dict], 
 
 @dg.asset(
     partitions_def=PARTITIONS,
-    group_name="models",
+    group_name="sft_and_rft",
     kinds={"pytorch", "trl"},
     code_version=CODE,
     **gpu_step(),
@@ -103,7 +103,7 @@ def sft_checkpoint(
 
 @dg.asset(
     partitions_def=PARTITIONS,
-    group_name="models",
+    group_name="sft_and_rft",
     kinds={"pytorch", "trl"},
     code_version=CODE,
     **gpu_step(),

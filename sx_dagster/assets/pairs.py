@@ -22,7 +22,9 @@ PARTITIONS = experiment_partitions()
 def _pair_checks(asset: str) -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec("non_empty", asset=asset, blocking=True, description="there is at least one pair to train on"),
-        dg.AssetCheckSpec("chosen_differs_from_rejected", asset=asset, blocking=True),
+        dg.AssetCheckSpec(
+            "chosen_differs_from_rejected", asset=asset, blocking=True, description="no pair whose chosen text equals its rejected text"
+        ),
         dg.AssetCheckSpec(
             "none_truncated",
             asset=asset,
@@ -64,7 +66,7 @@ def _stored_checks(lineage: LineageStore, stage: Stage, table: str) -> list[dg.A
 
 @dg.asset(
     partitions_def=PARTITIONS,
-    group_name="pairs",
+    group_name="exploration",
     kinds={"duckdb"},
     code_version=CODE,
     deps=["rft_checkpoint", "sampled_rationales"],
@@ -118,7 +120,7 @@ def outcome_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> d
 
 @dg.asset(
     partitions_def=PARTITIONS,
-    group_name="pairs",
+    group_name="exploration",
     kinds={"duckdb"},
     code_version=CODE,
     deps=["first_pit_labels", "outcome_pairs", "rft_checkpoint"],
@@ -167,6 +169,8 @@ def dpo_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.Ma
         "chosen_from_pool": int((df["chosen_source"] == "pool").sum()),
         "pit_at_step_1": int(hist.get(1, 0)),
         "truncated": int(df["truncated"].sum()),
-        "pair_pit_histogram": bar_plot(sorted(hist), [hist[k] for k in sorted(hist)], "pit step of pairs", "pairs") if hist else None,
+        "pair_pit_histogram": bar_plot(sorted(hist), [hist[k] for k in sorted(hist)], "pit step of pairs", "pairs", integer=True)
+        if hist
+        else None,
     }
     return stage.done(meta, check_results=_check_results(df, exp.dpo.max_length))

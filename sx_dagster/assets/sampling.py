@@ -18,7 +18,7 @@ CODE = code_version("sampling")
 
 @dg.asset(
     partitions_def=experiment_partitions(),
-    group_name="sampling",
+    group_name="sft_and_rft",
     kinds={"pytorch", "duckdb"},
     code_version=CODE,
     **gpu_step(),

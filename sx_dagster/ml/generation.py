@@ -25,6 +25,8 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 from sx_dagster.core.prompts import answer_complete, clean_completion
 from sx_dagster.ml.models import load_model, load_tokenizer
+from sx_dagster.stopping import check as check_stop
+from sx_dagster.stopping import graceful
 
 
 @dataclass(frozen=True)
@@ -211,16 +213,18 @@ class HFBackend:
         else:
             order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
         per_batch = max(1, self.batch_size // params.n)
-        for b, start in enumerate(range(0, len(order), per_batch)):
-            idx = order[start : start + per_batch]
-            seeds = [sample_seed(params.seed, prompts[i], first[i] + j) for i in idx for j in range(params.n)]
-            if self.prefix_cache:
-                seqs, prompt_len, prefill = self._generate_reusing([ids[i] for i in idx], params, seeds)
-            else:
-                seqs, prompt_len, prefill = self._generate_plain([ids[i] for i in idx], params, seeds)
-            self._collect(seqs, prompt_len, idx, ids, prefill, params, out)
-            if self.log and (b + 1) % 10 == 0:
-                self.log(f"generated {min(start + per_batch, len(order))}/{len(order)} prompts")
+        with graceful():  # SIGTERM/SIGINT stop between batches, not inside one
+            for b, start in enumerate(range(0, len(order), per_batch)):
+                check_stop(f"between generation batches ({start}/{len(order)} prompts done)")
+                idx = order[start : start + per_batch]
+                seeds = [sample_seed(params.seed, prompts[i], first[i] + j) for i in idx for j in range(params.n)]
+                if self.prefix_cache:
+                    seqs, prompt_len, prefill = self._generate_reusing([ids[i] for i in idx], params, seeds)
+                else:
+                    seqs, prompt_len, prefill = self._generate_plain([ids[i] for i in idx], params, seeds)
+                self._collect(seqs, prompt_len, idx, ids, prefill, params, out)
+                if self.log and (b + 1) % 10 == 0:
+                    self.log(f"generated {min(start + per_batch, len(order))}/{len(order)} prompts")
         self.stats.seconds += time.perf_counter() - t0
         self.stats.calls += 1
         return out

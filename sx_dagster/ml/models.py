@@ -10,11 +10,16 @@ switched off so that no load can ever wait on, or be answered from, standard inp
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
 import transformers.dynamic_module_utils as _dynamic_modules
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+# transformers' v6 renames (gradient_checkpointing -> activation_checkpointing, ...) warn once per
+# trainer and model: noise in every run log, nothing a user of this pipeline can act on.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

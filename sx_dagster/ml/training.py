@@ -19,6 +19,8 @@ from sx_dagster.config import DPOSection, LoRASection, TrainSection
 from sx_dagster.core.dpo_text import pair_for_dpo
 from sx_dagster.core.estimate import Schedule, schedule
 from sx_dagster.ml.models import load_model, load_tokenizer
+from sx_dagster.stopping import check as check_stop
+from sx_dagster.stopping import graceful, requested
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,15 @@ class _Progress(TrainerCallback):
             if self.log:
                 shown = {k: round(float(v), 4) for k, v in logs.items() if isinstance(v, (int, float))}
                 self.log(f"step {state.global_step}/{state.max_steps} {shown}")
+
+
+class _StopOnSignal(TrainerCallback):
+    """SIGTERM/SIGINT end training after the current optimizer step (see :mod:`sx_dagster.stopping`)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if requested() is not None:
+            control.should_training_stop = True
+            control.should_save = False  # a stopped stage writes no checkpoint
 
 
 def stage_schedule(section, n_rows: int, world_size: int = 1) -> Schedule:
@@ -133,7 +144,10 @@ def _finish(
     trust_remote_code: bool = False,
 ) -> TrainResult:
     trainer.remove_callback(PrinterCallback)  # _Progress logs through Dagster instead of print()
-    out = trainer.train()
+    trainer.add_callback(_StopOnSignal())
+    with graceful():
+        out = trainer.train()
+        check_stop(f"after optimizer step {trainer.state.global_step}/{trainer.state.max_steps}; no checkpoint written")
     result.steps = int(out.global_step)
     result.seconds = float(out.metrics.get("train_runtime", 0.0))
     result.final_loss = result.losses[-1][1] if result.losses else float(out.training_loss)
