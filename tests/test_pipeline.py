@@ -122,6 +122,10 @@ def test_metadata_a_user_wants(micro):
         assert meta[name]["dtype"].value == want and meta[name]["device"].value == "cpu"
     assert "table" in meta["eval_scores"] and "accuracy/Self-Explore" in meta["eval_scores"]
     assert meta["dpo_pairs"]["pairs"].value > 0
+    # a few pits and pairs to eyeball in the UI: the step before the pit, the pit step, the chosen, the true first error
+    for name in ("first_pit_labels", "dpo_pairs"):
+        table = meta[name]["examples"].value
+        assert "| pit step (rejected) |" in table and "true first error" in table and table.count("\n") >= 3
 
 
 def test_rematerialize_is_idempotent_and_cheap(micro):

@@ -64,6 +64,16 @@ def _cell(text: object, limit: int = 120) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+EXAMPLE_COLUMNS = (
+    ("pair_id", "pair"),
+    ("prefix_last_step", "last step before the pit"),
+    ("pit_step", "pit step (rejected)"),
+    ("chosen", "chosen continuation"),
+    ("pit", "pit"),
+    ("true_first_error", "true first error"),
+)
+
+
 def examples_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]], limit: int = 5) -> dg.MetadataValue:
     """A few rows as a markdown table, so a bad example shows in the UI without SQL.
     ``columns``: (key in the row, header)."""

@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from sx_dagster.assets._chunks import run_chunks
-from sx_dagster.assets._plots import bar_plot
+from sx_dagster.assets._plots import EXAMPLE_COLUMNS, bar_plot, examples_table
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, gpu_step
 from sx_dagster.core.explore import (
     Exploration,
@@ -68,7 +68,36 @@ def first_pit_labels(
 
     load = lambda: generator.load(explorer_path, accelerator, exp.gen_batch_size, stage.log, exp.model.trust_remote_code)  # noqa: E731
     _, resumed = run_chunks(stage, lineage, ["explorations", "pits"], chunks, load, explore_chunk)
-    return stage.done(pit_metadata(lineage.query("SELECT * FROM pits WHERE experiment = ?", [stage.name]), len(chunks), resumed))
+    pits = lineage.query("SELECT * FROM pits WHERE experiment = ?", [stage.name])
+    meta = pit_metadata(pits, len(chunks), resumed)
+    meta["examples"] = examples_table(pit_examples(lineage.found_pits(stage.name)[:5], pits, exp.task.name), EXAMPLE_COLUMNS)
+    return stage.done(meta)
+
+
+def pit_examples(found: list, pits: pd.DataFrame, task: str) -> list[dict]:
+    """A few pits as a researcher eyeballs them: the step before the pit, the pit step, a correct
+    continuation explored from the prefix before it (what D_g-pair will take as chosen), and the
+    synthetic task's true first error."""
+    from sx_dagster.core.steps import split_steps
+
+    tfe = dict(zip(pits["pair_id"], pits["true_first_error"], strict=True))
+    rows = []
+    for f in found:
+        steps = split_steps(f.rejected, task)
+        ok = [c.text for c in f.before_pit if c.correct]
+        chosen = f.chosen if f.pit == 1 else (ok[0] if ok else "(none explored: proven by a correct sample, or all used)")
+        t = tfe.get(f.pair_id)
+        rows.append(
+            dict(
+                pair_id=f.pair_id,
+                prefix_last_step=steps[f.pit - 2] if f.pit > 1 else "(question)",
+                pit_step=steps[f.pit - 1] if f.pit <= len(steps) else "",
+                chosen=chosen,
+                pit=f.pit,
+                true_first_error=None if pd.isna(t) else int(t),
+            )
+        )
+    return rows
 
 
 def _frame(rows: list, cls: type) -> pd.DataFrame:

@@ -5,7 +5,7 @@ from collections import Counter
 import dagster as dg
 import pandas as pd
 
-from sx_dagster.assets._plots import bar_plot
+from sx_dagster.assets._plots import EXAMPLE_COLUMNS, bar_plot, examples_table
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
 from sx_dagster.core.explore import sample_pool
 from sx_dagster.core.gpair_inputs import pit_records
@@ -160,6 +160,19 @@ def dpo_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.Ma
     stage.replace({"dpo_pairs": df})
     hist = Counter(int(p) for p in df["pit"])
     stage.log(f"D_g-pair: {len(df)} step-level pairs from {len(records)} pits")
+    t = lineage.query("SELECT pair_id, true_first_error FROM pits WHERE experiment = ?", [stage.name])
+    tfe = {k: None if pd.isna(v) else int(v) for k, v in zip(t["pair_id"], t["true_first_error"], strict=True)}
+    examples = [
+        dict(
+            pair_id=r.pair_id,
+            prefix_last_step=r.prompt.rstrip("\n").split("\n")[-1] if r.pit > 1 else "(question)",
+            pit_step=r.rejected,
+            chosen=r.chosen,
+            pit=r.pit,
+            true_first_error=tfe.get(r.pair_id),
+        )
+        for r in df.head(5).itertuples()
+    ]
     meta = {
         "pairs": len(df),
         "pits": len(records),
@@ -169,6 +182,7 @@ def dpo_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.Ma
         "chosen_from_pool": int((df["chosen_source"] == "pool").sum()),
         "pit_at_step_1": int(hist.get(1, 0)),
         "truncated": int(df["truncated"].sum()),
+        "examples": examples_table(examples, EXAMPLE_COLUMNS),
         "pair_pit_histogram": bar_plot(sorted(hist), [hist[k] for k in sorted(hist)], "pit step of pairs", "pairs", integer=True)
         if hist
         else None,
