@@ -109,7 +109,7 @@ def main() -> None:
 
     from sx_dagster.assets import ALL_ASSETS
     from sx_dagster.config import get_experiment
-    from sx_dagster.core.answers import extract_answer, is_correct
+    from sx_dagster.core.answers import grade
     from sx_dagster.core.explore import exploration_seed, explore, pool_steps, sample_pool
     from sx_dagster.core.prompts import question_prompt
     from sx_dagster.core.stats import paired_test, pass_at_k
@@ -163,10 +163,7 @@ def main() -> None:
                 backend = HFBackend(path, acc_res.resolve_device(), acc_res.resolve_dtype(), exp.gen_batch_size)
                 gens = backend.generate([question_prompt(q) for q in test["question"]], params)
                 backend.close()
-                c = [
-                    sum(is_correct(extract_answer(g.text, exp.task.name), a, exp.task.name) for g in gs)
-                    for gs, a in zip(gens, test["answer"], strict=True)
-                ]
+                c = [sum(grade(g.text, a, exp.task.name)[1] for g in gs) for gs, a in zip(gens, test["answer"], strict=True)]
                 row[f"{label}_pass@1"] = round(100 * sum(pass_at_k(n, x, 1) for x in c) / len(c), 1)
                 row[f"{label}_pass@{n}"] = round(100 * sum(pass_at_k(n, x, n) for x in c) / len(c), 1)
         per_seed.append(row)

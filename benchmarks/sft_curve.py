@@ -31,7 +31,7 @@ RESULTS = HERE / "results" / "sft_curve_runs.csv"
 
 def greedy_accuracy(model, tok, test) -> float:
     """Greedy accuracy (%) of ``model`` on ``test`` examples, through the HF generation backend."""
-    from sx_dagster.core.answers import extract_answer, is_correct
+    from sx_dagster.core.answers import grade
     from sx_dagster.core.prompts import question_prompt
     from sx_dagster.ml.generation import HFBackend, SamplingParams
     from sx_dagster.ml.tiny import save_tiny
@@ -40,7 +40,7 @@ def greedy_accuracy(model, tok, test) -> float:
         save_tiny(model, tok, d)
         be = HFBackend(d, "cpu", "float32", 256, prefix_cache=False)
         gens = be.generate([question_prompt(e.question) for e in test], SamplingParams(1, 0.0, 1.0, 64, 0, "synthetic"))
-    ok = sum(is_correct(extract_answer(x[0].text, "synthetic"), e.answer, "synthetic") for x, e in zip(gens, test, strict=True))
+    ok = sum(grade(x[0].text, e.answer, "synthetic")[1] for x, e in zip(gens, test, strict=True))
     return round(100 * ok / len(test), 1)
 
 

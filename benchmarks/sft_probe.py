@@ -43,7 +43,7 @@ def main() -> None:
     import dagster as dg
 
     from sx_dagster.assets import ALL_ASSETS
-    from sx_dagster.core.answers import extract_answer, is_correct
+    from sx_dagster.core.answers import grade
     from sx_dagster.core.prompts import question_prompt
     from sx_dagster.definitions import resources
     from sx_dagster.ml.generation import HFBackend, SamplingParams
@@ -59,7 +59,7 @@ def main() -> None:
         q = store.query(sql, [name, args.n_test])
         backend = HFBackend(store.latest_lineage(name, "sft_checkpoint")["checkpoint_path"], acc.resolve_device(), acc.resolve_dtype(), 256)
         gens = backend.generate([question_prompt(x) for x in q["question"]], SamplingParams(1, 0.0, 1.0, 64, 0, "synthetic"))
-        right = sum(is_correct(extract_answer(g[0].text, "synthetic"), a, "synthetic") for g, a in zip(gens, q["answer"], strict=True))
+        right = sum(grade(g[0].text, a, "synthetic")[1] for g, a in zip(gens, q["answer"], strict=True))
         rows.append({"seed": seed, "sft_accuracy": round(100 * right / len(q), 1), "n_test": len(q), "sft_wall_s": round(wall, 1)})
         print(f"[{name}] SFT {rows[-1]['sft_accuracy']}% ({wall:.0f} s)", flush=True)
     RESULTS.parent.mkdir(exist_ok=True)

@@ -155,3 +155,11 @@ def test_floor_division_goes_through_the_safe_evaluator():
     for bad in ["10//0", "(1//0)+1", "9**99//1", "__import__('os')//1"]:
         with pytest.raises(UnsafeExpression):
             safe_arith(bad)
+
+
+def test_grade_is_extract_then_compare():
+    from sx_dagster.core.answers import grade
+
+    assert grade("5 + 3 = 8 pens\nThe answer is 8", "8", "synthetic") == ("8", True)
+    assert grade("5 + 3 = 9 pens\nThe answer is 9", "8", "synthetic") == ("9", False)
+    assert grade("no answer here", "8", "gsm8k") == (None, False)

@@ -6,7 +6,7 @@ import pandas as pd
 
 from sx_dagster.assets._plots import bar_plot
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, gpu_step
-from sx_dagster.core.answers import extract_answer, is_correct
+from sx_dagster.core.answers import grade
 from sx_dagster.core.prompts import few_shot_prompt, question_prompt
 from sx_dagster.failures import step
 from sx_dagster.resources import AcceleratorResource, GeneratorResource, LineageStore
@@ -60,8 +60,7 @@ def eval_scores(
         backend.close()
         n_ok = 0
         for qid, gold, gens in zip(test["id"], test["answer"], outs, strict=True):
-            pred = extract_answer(gens[0].text, task)
-            ok = is_correct(pred, gold, task)
+            pred, ok = grade(gens[0].text, gold, task)
             n_ok += ok
             preds.append(
                 dict(

@@ -7,7 +7,7 @@ import pandas as pd
 
 from sx_dagster.assets._chunks import run_chunks
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, gpu_step
-from sx_dagster.core.answers import extract_answer, is_correct
+from sx_dagster.core.answers import grade
 from sx_dagster.core.calculator import check_annotations
 from sx_dagster.core.prompts import question_prompt
 from sx_dagster.failures import step
@@ -59,8 +59,7 @@ def sampled_rationales(
         rows = []
         for qid, gold, gens in zip(chunk["id"], chunk["answer"], outs, strict=True):
             for j, g in enumerate(gens):
-                pred = extract_answer(g.text, exp.task.name)
-                correct = is_correct(pred, gold, exp.task.name)
+                pred, correct = grade(g.text, gold, exp.task.name)
                 rows.append(
                     dict(
                         id=f"{qid}/s{j}",

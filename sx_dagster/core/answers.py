@@ -207,6 +207,13 @@ def _too_hostile(s: str) -> bool:
     return deepest > MAX_VERIFY_NESTING or depth != 0
 
 
+def grade(text: str, gold: str, task: str) -> tuple[str | None, bool]:
+    """(extracted final answer, whether it equals ``gold``) of a model's rationale: the one
+    grading rule of sampling, exploration, evaluation and the benchmarks."""
+    pred = extract_answer(text, task)
+    return pred, is_correct(pred, gold, task)
+
+
 def is_correct(pred: str | None, gold: str, task: str, timeout_s: float = 0.75) -> bool:
     """Whether a predicted final answer equals the gold answer.
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sx_dagster.core.answers import extract_answer, is_correct
+from sx_dagster.core.answers import grade
 from sx_dagster.core.pits import ExplorationPlan, Request, explorable_steps, pool_proven
 from sx_dagster.core.prompts import prefix_prompt
 from sx_dagster.core.steps import split_steps
@@ -139,8 +139,7 @@ def explore(
                     # Graded on the completion alone, as the reference does: from a prefix that
                     # ends with the answer line, only a completion that restates the gold answer
                     # counts, so that prefix is a pit unless the explorer does so.
-                    pred = extract_answer(g.text, task)
-                    ok = is_correct(pred, s.item.answer, task)
+                    pred, ok = grade(g.text, s.item.answer, task)
                     outcomes.append(ok)
                     s.cost["gen"] += g.n_tokens
                     s.cost["prompt"] += g.prompt_tokens
