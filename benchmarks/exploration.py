@@ -26,7 +26,7 @@ from sx_dagster.core.prompts import prefix_prompt
 from sx_dagster.core.steps import split_steps
 from sx_dagster.ml.explorer import explorer_generate
 from sx_dagster.ml.generation import HFBackend, SamplingParams
-from sx_dagster.resources import AcceleratorResource, LineageStore
+from sx_dagster.resources import AcceleratorResource, LineageStore, queries
 
 
 def main() -> None:
@@ -48,10 +48,10 @@ def main() -> None:
     rft = store.latest_lineage(exp.name, "rft_checkpoint")
     if rft is None:
         raise SystemExit(f"{args.db}: rft_checkpoint not materialized for {exp.name}")
-    rejected = store.rejected_rationales(exp.name, args.limit)
+    rejected = queries.rejected_rationales(store, exp.name, args.limit)
     acc = AcceleratorResource()
     device, dtype = acc.resolve_device(), acc.resolve_dtype()
-    pool = pool_steps(sample_pool(store.correct_samples(exp.name), exp.task.name))
+    pool = pool_steps(sample_pool(queries.correct_samples(store, exp.name), exp.task.name))
     table, pits_by = [], {}
     for strategy in args.strategies.split(","):
         spec, _, flag = strategy.partition(":")

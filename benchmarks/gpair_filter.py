@@ -28,7 +28,7 @@ from sx_dagster.core.gpair_inputs import pit_records
 from sx_dagster.core.gpairs import GPair, PitRecord, build_g_pairs
 from sx_dagster.core.steps import join_steps
 from sx_dagster.core.synthetic import SyntheticProblem, true_first_error
-from sx_dagster.resources import LineageStore
+from sx_dagster.resources import LineageStore, pit_queries, queries
 
 
 def score(pair: GPair, record: PitRecord, problem: SyntheticProblem) -> dict[str, bool]:
@@ -63,8 +63,8 @@ def main() -> None:
     if exp.task.name != "synthetic":
         raise SystemExit("true_first_error is known for the synthetic task only")
     store = LineageStore(database=args.db)
-    found = store.found_pits(exp.name)
-    pool = sample_pool(store.correct_samples(exp.name), "synthetic") if any(f.after_pool_proof for f in found) else None
+    found = pit_queries.found_pits(store, exp.name)
+    pool = sample_pool(queries.correct_samples(store, exp.name), "synthetic") if any(f.after_pool_proof for f in found) else None
     records = pit_records(found, "synthetic", pool)
     if not records:
         raise SystemExit(f"{args.db}: no pits for {exp.name}: materialize first_pit_labels first")

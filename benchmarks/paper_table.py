@@ -116,6 +116,7 @@ def main() -> None:
     from sx_dagster.definitions import resources
     from sx_dagster.ml.explorer import explorer_generate
     from sx_dagster.ml.generation import HFBackend, SamplingParams
+    from sx_dagster.resources import queries
 
     ks = [int(k) for k in args.ks.split(",")]
     per_seed, k_rows = [], []
@@ -171,9 +172,9 @@ def main() -> None:
 
         if args.skip_k_sweep:
             continue
-        rejected = store.rejected_rationales(name)
+        rejected = queries.rejected_rationales(store, name)
         explorer = store.latest_lineage(name, "rft_checkpoint")["checkpoint_path"]
-        pool = pool_steps(sample_pool(store.correct_samples(name), exp.task.name))
+        pool = pool_steps(sample_pool(queries.correct_samples(store, name), exp.task.name))
         acc_res = res["accelerator"]
         for strategy, k in [("early-stop", k) for k in ks] + [("pool-reuse", 4)]:
             cfg = exp.model_copy(update={"explore": exp.explore.model_copy(update={"strategy": strategy, "k": k})})

@@ -64,7 +64,8 @@ EXECUTORS = ("auto", "multiprocess", "in_process", "k8s")
 
 
 def _has_cuda() -> bool:
-    """Whether this machine has an NVIDIA GPU (NVML, without creating a CUDA context here)."""
+    """Whether torch sees a CUDA device (the executor choice; the step processes are spawned, so
+    a CUDA context made here is never inherited)."""
     try:
         import torch
     except ImportError:

@@ -220,7 +220,7 @@ def test_micro_pool_reuse_gives_pits_after_a_proven_prefix_a_pair(tmp_path):
     import dagster as dg
 
     from sx_dagster.assets import ALL_ASSETS
-    from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore
+    from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore, queries
 
     store = LineageStore(database=str(tmp_path / "sx.duckdb"))
     resources = {
@@ -235,7 +235,7 @@ def test_micro_pool_reuse_gives_pits_after_a_proven_prefix_a_pair(tmp_path):
     # rejected rationale of 2+ steps, a correct sample that shares its step 1, then explore.
     planted = 0
     with store.connect() as conn:
-        for r in store.rejected_rationales("micro-pool"):
+        for r in queries.rejected_rationales(store, "micro-pool"):
             steps = split_steps(r.text, "synthetic")
             if len(steps) >= 2:
                 proof = f"{steps[0]}\nThe answer is {r.answer}"

@@ -12,7 +12,7 @@ import pytest
 
 from sx_dagster.assets import ALL_ASSETS
 from sx_dagster.lineage_queries import TRACE_DPO_PAIR_SQL
-from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore
+from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore, queries
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -355,9 +355,9 @@ def test_exploration_strategies_on_the_micro_explorer(micro):
 
     _, _, store, _ = micro
     exp = get_experiment("micro")
-    rejected = store.rejected_rationales("micro")
+    rejected = queries.rejected_rationales(store, "micro")
     explorer = store.latest_lineage("micro", "rft_checkpoint")["checkpoint_path"]
-    pool = pool_steps(sample_pool(store.correct_samples("micro"), "synthetic"))
+    pool = pool_steps(sample_pool(queries.correct_samples(store, "micro"), "synthetic"))
     assert sum(map(len, pool.values())) == _count(store, "samples") - int(
         store.query("SELECT count(*) AS n FROM samples WHERE experiment = 'micro' AND NOT correct")["n"][0]
     )

@@ -60,4 +60,9 @@ def test_code_versions_follow_the_imports():
     # a change to a method module reaches what imports it, not the rest
     gp = _versions({"sx_dagster.core.gpairs": b"# edited\n"})
     assert {a for a in before if before[a] != gp[a]} == {"outcome_pairs", "dpo_pairs"}
+    # the SQL a stage reads its rows through is part of its code (per module: pairs.py holds both pair assets)
+    q = _versions({"sx_dagster.resources.queries": b"# edited\n"})
+    assert {a for a in before if before[a] != q[a]} == {"first_pit_labels", "outcome_pairs", "dpo_pairs"}
+    pq = _versions({"sx_dagster.resources.pit_queries": b"# edited\n"})
+    assert {a for a in before if before[a] != pq[a]} == {"outcome_pairs", "dpo_pairs"}
     assert "sx_dagster.ml.vllm_backend" not in imported_modules("sx_dagster.assets.models")

@@ -26,9 +26,10 @@ from sx_dagster.resources.lineage import DONE
 _PKG = Path(__file__).resolve().parents[1]
 
 
-# Modules whose bytes make a stage's code version: the method and the stage code. Other
-# sx_dagster modules (resources) are followed for their imports but not hashed.
-_HASHED = ("sx_dagster.core", "sx_dagster.ml", "sx_dagster.assets")
+# Modules whose bytes make a stage's code version: the method, the stage code and the named
+# queries a stage reads its rows through. Other sx_dagster modules (resources) are followed for
+# their imports but not hashed.
+_HASHED = ("sx_dagster.core", "sx_dagster.ml", "sx_dagster.assets", "sx_dagster.resources.queries", "sx_dagster.resources.pit_queries")
 # Not followed: the config's values are fingerprinted as values (Stage ``reads``), and the
 # lineage store only moves rows; what they import from core/ are defaults and row types.
 _NOT_FOLLOWED = ("sx_dagster.config", "sx_dagster.resources.lineage")
@@ -207,8 +208,8 @@ class Stage:
         return path, checkpoint_id(self.name, up, digest)
 
     def replace(self, writes: dict[str, pd.DataFrame], where: str = "", params: Sequence = ()) -> None:
-        """Replace the experiment's rows of each table (as ``LineageStore.replace_partition``)
-        when the stage is done, in the transaction of its lineage row; until then the old rows stay."""
+        """Replace the experiment's rows of each table (those matching the SQL ``where`` with bound
+        ``params``) when the stage is done, in the transaction of its lineage row; until then the old rows stay."""
         self._writes.append((writes, where, list(params)))
 
     def write_checkpoint(

@@ -22,7 +22,7 @@ from sx_dagster.core.explore import (
     sample_pool,
 )
 from sx_dagster.failures import step
-from sx_dagster.resources import AcceleratorResource, GeneratorResource, LineageStore
+from sx_dagster.resources import AcceleratorResource, GeneratorResource, LineageStore, queries
 
 CODE = code_version("explore")
 
@@ -48,11 +48,15 @@ def first_pit_labels(
     if (skip := stage.unchanged()) is not None:
         return skip
     exp = stage.exp
-    rejected = lineage.rejected_rationales(stage.name)
+    rejected = queries.rejected_rationales(lineage, stage.name)
     size = exp.explore.chunk_pairs
     chunks = [rejected[i : i + size] for i in range(0, len(rejected), size)]
     explorer_path, explorer_id = stage.input_checkpoint("rft_checkpoint")
-    pool = pool_steps(sample_pool(lineage.correct_samples(stage.name), exp.task.name)) if exp.explore.strategy == "pool-reuse" else None
+    pool = (
+        pool_steps(sample_pool(queries.correct_samples(lineage, stage.name), exp.task.name))
+        if exp.explore.strategy == "pool-reuse"
+        else None
+    )
     seed = exploration_seed(exp.seed)
 
     def explore_chunk(backend, c: int, chunk: list[RejectedRationale]) -> dict[str, pd.DataFrame]:
@@ -70,30 +74,35 @@ def first_pit_labels(
     _, resumed = run_chunks(stage, lineage, ["explorations", "pits"], chunks, load, explore_chunk)
     pits = lineage.query("SELECT * FROM pits WHERE experiment = ?", [stage.name])
     meta = pit_metadata(pits, len(chunks), resumed)
-    meta["examples"] = examples_table(pit_examples(lineage.found_pits(stage.name)[:5], pits, exp.task.name), EXAMPLE_COLUMNS)
+    done = lineage.query(
+        "SELECT x.pair_id, x.text FROM explorations x JOIN pits t ON t.experiment = x.experiment AND t.pair_id = x.pair_id "
+        "AND x.step = t.pit - 1 WHERE x.experiment = ? AND x.correct ORDER BY x.pair_id, x.idx",
+        [stage.name],
+    )
+    meta["examples"] = examples_table(
+        pit_examples(rejected, pits, dict(done.drop_duplicates("pair_id").values.tolist()), exp.task.name), EXAMPLE_COLUMNS
+    )
     return stage.done(meta)
 
 
-def pit_examples(found: list, pits: pd.DataFrame, task: str) -> list[dict]:
+def pit_examples(rejected: list[RejectedRationale], pits: pd.DataFrame, chosen: dict[str, str], task: str, limit: int = 5) -> list[dict]:
     """A few pits as a researcher eyeballs them: the step before the pit, the pit step, a correct
-    continuation explored from the prefix before it (what D_g-pair will take as chosen), and the
-    synthetic task's true first error."""
+    continuation explored from the prefix before it (``chosen``: pair id -> text; what D_g-pair
+    will take as chosen), and the synthetic task's true first error."""
     from sx_dagster.core.steps import split_steps
 
-    tfe = dict(zip(pits["pair_id"], pits["true_first_error"], strict=True))
+    found = pits[pits["pit"].notna()].set_index("pair_id")
     rows = []
-    for f in found:
-        steps = split_steps(f.rejected, task)
-        ok = [c.text for c in f.before_pit if c.correct]
-        chosen = f.chosen if f.pit == 1 else (ok[0] if ok else "(none explored: proven by a correct sample, or all used)")
-        t = tfe.get(f.pair_id)
+    for r in [r for r in rejected if r.pair_id in found.index][:limit]:
+        pit, t = int(found.at[r.pair_id, "pit"]), found.at[r.pair_id, "true_first_error"]
+        steps = split_steps(r.text, task)
         rows.append(
             dict(
-                pair_id=f.pair_id,
-                prefix_last_step=steps[f.pit - 2] if f.pit > 1 else "(question)",
-                pit_step=steps[f.pit - 1] if f.pit <= len(steps) else "",
-                chosen=chosen,
-                pit=f.pit,
+                pair_id=r.pair_id,
+                prefix_last_step=steps[pit - 2] if pit > 1 else "(question)",
+                pit_step=steps[pit - 1] if pit <= len(steps) else "",
+                chosen=chosen.get(r.pair_id, "(the correct sample)" if pit == 1 else "(none explored: proven by a correct sample)"),
+                pit=pit,
                 true_first_error=None if pd.isna(t) else int(t),
             )
         )

@@ -67,6 +67,8 @@ def base_model(context: dg.AssetExecutionContext, lineage: LineageStore, checkpo
 
 
 def _train(stage: Stage, checkpoints, accelerator, name: str, rows: list[dict], section, extra: dict | None = None) -> dg.MaterializeResult:
+    if not rows:  # it would fail the same way on every retry
+        raise dg.Failure(f"[{stage.name}] {name}: no training rows (for RFT: no sample was kept)", allow_retries=False)
     base_path, base_id = stage.input_checkpoint("base_model")
     stage.log(f"fine-tuning {base_path} on {len(rows)} rows ({section.epochs} epochs, lr {section.learning_rate})")
     train = lambda tmp: run_training(stage, accelerator, "sft", base_path, rows, section, tmp)  # noqa: E731

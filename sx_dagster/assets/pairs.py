@@ -13,7 +13,7 @@ from sx_dagster.core.gpairs import build_g_pairs
 from sx_dagster.core.pairs import outcome_pairs as pair_outcomes
 from sx_dagster.core.prompts import question_prompt
 from sx_dagster.failures import step
-from sx_dagster.resources import LineageStore
+from sx_dagster.resources import LineageStore, pit_queries, queries
 
 CODE = code_version("pairs")
 PARTITIONS = experiment_partitions()
@@ -135,8 +135,8 @@ def dpo_pairs(context: dg.AssetExecutionContext, lineage: LineageStore) -> dg.Ma
     if (skip := stage.unchanged(checks=lambda: _stored_checks(lineage, stage, "dpo_pairs"))) is not None:
         return skip
     exp, task = stage.exp, stage.exp.task.name
-    found = lineage.found_pits(stage.name)
-    pool = sample_pool(lineage.correct_samples(stage.name), task) if any(f.after_pool_proof for f in found) else None
+    found = pit_queries.found_pits(lineage, stage.name)
+    pool = sample_pool(queries.correct_samples(lineage, stage.name), task) if any(f.after_pool_proof for f in found) else None
     records = pit_records(found, task, pool)
     built = build_g_pairs(records, task, exp.gpair.chosen_excludes_rejected)
     gpairs = built.pairs

@@ -8,7 +8,7 @@ tokenization rule and lives in :mod:`sx_dagster.ml.training`; this module holds 
 
 from __future__ import annotations
 
-ANSWER_MARKER = "The answer is"
+from sx_dagster.core.steps import ANSWER_MARKER
 
 
 def rejected_for_dpo(rejected: str) -> str:

@@ -54,7 +54,6 @@ class GenerationStats:
     generated_tokens: int = 0
     over_context: int = 0  # prompts whose prompt + max_new_tokens exceed the model's context
     seconds: float = 0.0
-    calls: int = 0
 
     def tokens_per_second(self) -> float:
         return self.generated_tokens / self.seconds if self.seconds else 0.0
@@ -226,7 +225,6 @@ class HFBackend:
                 if self.log and (b + 1) % 10 == 0:
                     self.log(f"generated {min(start + per_batch, len(order))}/{len(order)} prompts")
         self.stats.seconds += time.perf_counter() - t0
-        self.stats.calls += 1
         return out
 
     def _pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -97,7 +97,6 @@ class VLLMBackend:
             self.stats.prefill_tokens += prefill
             self.stats.generated_tokens += g.n_tokens
         self.stats.seconds += time.perf_counter() - t0
-        self.stats.calls += 1
         return out
 
     def close(self) -> None:

@@ -23,9 +23,6 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from sx_dagster.core.explore import RejectedRationale
-from sx_dagster.core.gpair_inputs import FoundPit
-from sx_dagster.core.gpairs import Completion
 from sx_dagster.paths import data_dir
 
 # Every table has experiment, run_id and (but for the roots) parent_id.
@@ -143,12 +140,6 @@ class LineageStore(dg.ConfigurableResource):
             conn.execute(f"DELETE FROM {table} WHERE experiment = ? {where}", [experiment, *params])
             cls._insert(conn, table, df)
 
-    def replace_partition(self, experiment: str, writes: dict[str, pd.DataFrame], where: str = "", params: Sequence = ()) -> None:
-        """Replace ``experiment``'s rows of each table (optionally only those matching the SQL
-        condition ``where`` with bound ``params``) with the given frames, in one transaction."""
-        with self.transaction() as conn:
-            self._replace(conn, experiment, writes, where, params)
-
     def commit_chunk(self, experiment: str, asset: str, chunk: int, fingerprint: str, run_id: str, writes: dict[str, pd.DataFrame]) -> None:
         """Rows of one chunk into the staging tables and its commit marker, in one transaction
         (the resume unit). The current rows of the asset are not touched."""
@@ -199,7 +190,8 @@ class LineageStore(dg.ConfigurableResource):
         self, experiment: str, asset: str, row: dict, writes: Sequence[tuple[dict[str, pd.DataFrame], str, Sequence]] = ()
     ) -> None:
         """One lineage row per materialization (status DONE unless given), and the stage's row
-        replacements ``(frames, where, params)`` as in :meth:`replace_partition`, in one
+        replacements ``(frames, where, params)``: each deletes the experiment's rows of a table
+        (those matching the SQL ``where`` with bound ``params``) and inserts the frame, all in one
         transaction: the rows change only with the lineage that describes them. The newest row
         per (experiment, asset) is current."""
         with self.transaction() as conn:
@@ -215,49 +207,6 @@ class LineageStore(dg.ConfigurableResource):
             f"INSERT INTO lineage ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
             [experiment, asset, *values.values()],
         )
-
-    # Named queries: the rows that stages and benchmarks share, written once.
-
-    def rejected_rationales(self, experiment: str, limit: int | None = None) -> list[RejectedRationale]:
-        """The rejected rationales of D_pair (``outcome_pairs``) with their questions, in pair order:
-        what self-exploration explores."""
-        df = self.query(
-            "SELECT p.id AS pair_id, p.question_id, p.rejected_sample_id AS sample_id, q.question, q.answer, p.rejected AS text, "
-            "q.meta FROM outcome_pairs p JOIN questions q ON q.experiment = p.experiment AND q.id = p.question_id "
-            "WHERE p.experiment = ? ORDER BY p.id LIMIT ?",
-            [experiment, limit if limit is not None else 2**62],
-        )
-        return [RejectedRationale(**{k: (None if pd.isna(v) else v) for k, v in r.items()}) for r in df.to_dict("records")]
-
-    def correct_samples(self, experiment: str) -> list[tuple[str, str, str]]:
-        """(question id, sample id, text) of every correct sampled rationale, by sample id."""
-        df = self.query("SELECT question_id, id, text FROM samples WHERE experiment = ? AND correct ORDER BY id", [experiment])
-        return list(df.itertuples(index=False, name=None))
-
-    def found_pits(self, experiment: str) -> list[FoundPit]:
-        """Every found pit in D_pair order, with its pair, its question and the explored
-        completions of the prefix before it (step pit - 1)."""
-        pits = self.query(
-            "SELECT t.pair_id, p.question_id, q.question, p.chosen_sample_id, p.chosen, p.rejected, t.pit, coalesce(t.proven, 0) AS proven "
-            "FROM pits t JOIN outcome_pairs p ON p.experiment = t.experiment AND p.id = t.pair_id "
-            "JOIN questions q ON q.experiment = t.experiment AND q.id = p.question_id "
-            "WHERE t.experiment = ? AND t.pit IS NOT NULL ORDER BY t.pair_id",
-            [experiment],
-        )
-        before = self.query(
-            "SELECT x.pair_id, x.id, x.text, x.correct FROM explorations x JOIN pits t "
-            "ON t.experiment = x.experiment AND t.pair_id = x.pair_id AND x.step = t.pit - 1 "
-            "WHERE x.experiment = ? ORDER BY x.pair_id, x.idx",
-            [experiment],
-        )
-        comps = {
-            k: tuple(Completion(i, t, bool(c)) for i, t, c in zip(g["id"], g["text"], g["correct"], strict=True))
-            for k, g in before.groupby("pair_id")
-        }
-        return [
-            FoundPit(**{**r, "pit": int(r["pit"]), "proven": int(r["proven"])}, before_pit=comps.get(r["pair_id"], ()))
-            for r in pits.to_dict("records")
-        ]
 
     def latest_lineage(self, experiment: str, asset: str) -> dict | None:
         df = self.query("SELECT * FROM lineage WHERE experiment = ? AND asset = ? ORDER BY created_at DESC LIMIT 1", [experiment, asset])
