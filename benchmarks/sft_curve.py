@@ -63,16 +63,19 @@ def main() -> None:
     import torch
     from transformers import get_scheduler
 
-    from sx_dagster.assets.data import load_split
     from sx_dagster.config import get_experiment
     from sx_dagster.core.prompts import question_prompt
+    from sx_dagster.core.tasks import synthetic_split
     from sx_dagster.ml.tiny import build_tiny_model, train_tokenizer
 
     rows = []
     for seed, name in zip(seeds, names, strict=True):
         exp = get_experiment(name)
         torch.manual_seed(seed)
-        train, test = load_split(exp.task, "train"), load_split(exp.task, "test")[: args.n_test]
+        train, test = (
+            synthetic_split(exp.task.n_train, exp.task.seed, "train", exp.task.synthetic),
+            synthetic_split(exp.task.n_test, exp.task.seed, "test", exp.task.synthetic)[: args.n_test],
+        )
         tok = train_tokenizer([e.question + "\n" + (e.rationale or "") for e in train], exp.model.tiny.vocab_size)
         model = build_tiny_model(exp.model.tiny, tok, exp.seed)
         sec = exp.sft

@@ -17,9 +17,9 @@ import torch
 
 
 def main() -> None:
-    from sx_dagster.assets.data import load_split
     from sx_dagster.config import get_experiment
     from sx_dagster.core.prompts import question_prompt
+    from sx_dagster.core.tasks import synthetic_split
     from sx_dagster.ml.tiny import build_tiny_model, train_tokenizer
     from sx_dagster.resources.accelerator import cpu_has_native_bf16
 
@@ -28,7 +28,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8)
     args = p.parse_args()
     exp = get_experiment(args.experiment)
-    train = load_split(exp.task, "train")
+    train = synthetic_split(exp.task.n_train, exp.task.seed, "train", exp.task.synthetic)
     texts = [question_prompt(e.question) + e.rationale for e in train]
     tok = train_tokenizer([e.question + "\n" + e.rationale for e in train], exp.model.tiny.vocab_size)
     model = build_tiny_model(exp.model.tiny, tok, exp.seed)

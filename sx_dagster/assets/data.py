@@ -7,7 +7,7 @@ import pandas as pd
 
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions
 from sx_dagster.core.steps import split_steps
-from sx_dagster.core.tasks import DatasetError, TaskExample, load_jsonl, synthetic_examples
+from sx_dagster.core.tasks import DatasetError, TaskExample, load_jsonl, synthetic_split
 from sx_dagster.failures import step
 from sx_dagster.resources import LineageStore
 
@@ -17,8 +17,7 @@ CODE = code_version("data")
 def load_split(task, split: str) -> list[TaskExample]:
     limit = task.n_train if split == "train" else task.n_test
     if task.name == "synthetic":
-        # Disjoint seeds for the two splits.
-        return synthetic_examples(limit, task.seed * 2 + (split == "test"), split, task.synthetic)
+        return synthetic_split(limit, task.seed, split, task.synthetic)
     path = task.train_path if split == "train" else task.test_path
     if path:
         return load_jsonl(path, task.name, split, limit)

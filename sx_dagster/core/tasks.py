@@ -133,6 +133,11 @@ def load_jsonl(path: str | Path, task: str, split: str, limit: int | None = None
     return out
 
 
+def synthetic_split(n: int, task_seed: int, split: str, config: SyntheticConfig | None = None) -> list[TaskExample]:
+    """The synthetic task's ``split`` for ``task.seed``: train and test from disjoint seeds."""
+    return synthetic_examples(n, task_seed * 2 + (split == "test"), split, config)
+
+
 def synthetic_examples(n: int, seed: int, split: str, config: SyntheticConfig | None = None) -> list[TaskExample]:
     """Seeded synthetic examples; train and test use disjoint seeds and ids."""
     problems = generate_problems(n, seed, config, prefix=f"syn-{split}")
