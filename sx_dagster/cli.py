@@ -64,11 +64,6 @@ def _instance():
     # runs whose worker was killed (kill -9, a lost node) would otherwise stay STARTED forever
     for run_id in mark_dead_runs_failed(instance):
         print(f"run {run_id}: its worker process is gone; marked failed", file=sys.stderr)
-    from sx_dagster.checkpoint_watch import unmaterialize_missing
-    from sx_dagster.resources import LineageStore
-
-    # a checkpoint deleted from disk: its asset shows as not materialized in the UI
-    unmaterialize_missing(instance, LineageStore(), lambda m: print(m, file=sys.stderr))
     return instance
 
 

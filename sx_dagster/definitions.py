@@ -7,7 +7,6 @@ import os
 import dagster as dg
 
 from sx_dagster.assets import ALL_ASSETS
-from sx_dagster.checkpoint_watch import checkpoint_watch
 from sx_dagster.config import load_experiments
 from sx_dagster.failures import dead_run_reaper
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore
@@ -104,8 +103,7 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=[self_explore_job, eval_job],
     schedules=_schedules(),
-    # with the daemon on: runs whose worker died are marked failed; deleted checkpoints un-materialize their asset
-    sensors=[dead_run_reaper, checkpoint_watch],
+    sensors=[dead_run_reaper],  # with the daemon on: runs whose worker died are marked failed
     resources=resources(),
     executor=executor(),
 )

@@ -190,30 +190,3 @@ def test_bad_task_files_name_file_and_line(tmp_path):
     bom = tmp_path / "bom.jsonl"
     bom.write_bytes(b"\xef\xbb\xbf" + ok.encode())
     assert load_jsonl(bom, "gsm8k", "train")[0].answer == "5"
-
-
-def test_deleted_checkpoint_makes_its_asset_not_materialized_in_dagster(tmp_path):
-    from sx_dagster.assets import ALL_ASSETS
-    from sx_dagster.checkpoint_watch import missing_checkpoints, unmaterialize_missing
-    from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore
-
-    instance = dg.DagsterInstance.ephemeral()
-    store = LineageStore(database=str(tmp_path / "sx.duckdb"))
-    res = {
-        "lineage": store,
-        "checkpoints": CheckpointStore(root=str(tmp_path / "ck")),
-        "accelerator": AcceleratorResource(device="cpu"),
-        "generator": GeneratorResource(),
-    }
-    assert dg.materialize(
-        ALL_ASSETS, partition_key="micro-b", resources=res, selection=["task_dataset", "base_model"], instance=instance
-    ).success
-    key = dg.AssetKey("base_model")
-    assert "micro-b" in instance.get_materialized_partitions(key)
-    assert unmaterialize_missing(instance, store) == [] and "micro-b" in instance.get_materialized_partitions(key)
-    path = store.latest_lineage("micro-b", "base_model")["checkpoint_path"]
-    shutil.rmtree(path)
-    assert missing_checkpoints(store, ["micro-b"]) == [("base_model", "micro-b", path)]
-    unmaterialize_missing(instance, store)
-    assert "micro-b" not in instance.get_materialized_partitions(key)  # the UI shows it missing
-    assert "micro-b" in instance.get_materialized_partitions(dg.AssetKey("task_dataset"))  # the rest is untouched
