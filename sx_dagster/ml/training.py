@@ -222,18 +222,16 @@ def train_sft(
     section: TrainSection,
     precision: Precision,
     seed: int,
-    log: Callable[[str], None] | None = None,
-    lora: LoRASection | None = None,
-    parallel: dict | None = None,
-    world_size: int = 1,
-    trust_remote_code: bool = False,
+    **options,
 ) -> TrainResult:
     """Supervised fine-tuning on prompt/completion rows; the loss covers the completion only
     unless ``section.loss_on_prompt`` (TRL's ``completion_only_loss=False``). With ``lora``
     (r > 0) only an adapter trains, and it is merged into the saved weights. ``world_size``:
-    the data-parallel processes this runs in (the global batch counts them)."""
-    trainer = sft_trainer(model_path, rows, out_dir, section, precision, seed, log, lora, parallel, world_size, trust_remote_code)
-    return _finish(trainer, trainer.sx_result, out_dir, trainer.processing_class, model_path, precision, lora, trust_remote_code)
+    the data-parallel processes this runs in (the global batch counts them). ``options``: the
+    keyword arguments of :func:`sft_trainer` (log, lora, parallel, world_size, trust_remote_code)."""
+    trainer = sft_trainer(model_path, rows, out_dir, section, precision, seed, **options)
+    lora, trust = options.get("lora"), options.get("trust_remote_code", False)
+    return _finish(trainer, trainer.sx_result, out_dir, trainer.processing_class, model_path, precision, lora, trust)
 
 
 class ReferenceDPOTrainer(DPOTrainer):
@@ -311,21 +309,16 @@ def train_dpo(
     section: DPOSection,
     precision: Precision,
     seed: int,
-    log: Callable[[str], None] | None = None,
-    lora: LoRASection | None = None,
-    parallel: dict | None = None,
-    world_size: int = 1,
-    trust_remote_code: bool = False,
+    **options,
 ) -> TrainResult:
     """DPO on prompt/chosen/rejected rows, starting from ``model_path`` with ``ref_path`` as
     the frozen reference (the paper: both are the RFT model). With ``lora`` (r > 0) and
     ``ref_path == model_path`` no reference copy is loaded: TRL scores the reference with
     the adapter disabled, which is the start model. Pairs are shown as the reference showed
-    them (:func:`dpo_trainer`)."""
-    trainer, result, tokenizer = dpo_trainer(
-        model_path, ref_path, rows, out_dir, section, precision, seed, log, lora, parallel, world_size, trust_remote_code
-    )
-    return _finish(trainer, result, out_dir, tokenizer, model_path, precision, lora, trust_remote_code)
+    them (:func:`dpo_trainer`, whose keyword arguments ``options`` are)."""
+    trainer, result, tokenizer = dpo_trainer(model_path, ref_path, rows, out_dir, section, precision, seed, **options)
+    lora, trust = options.get("lora"), options.get("trust_remote_code", False)
+    return _finish(trainer, result, out_dir, tokenizer, model_path, precision, lora, trust)
 
 
 def train(
