@@ -44,13 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     from sx_dagster.config import DPOSection, LoRASection, TinyModelConfig, TrainSection
     from sx_dagster.core.prompts import question_prompt
     from sx_dagster.core.synthetic import generate_problems
+    from sx_dagster.device import describe, resolve_device, resolve_dtype
     from sx_dagster.ml.tiny import build_tiny_model, save_tiny, train_tokenizer
     from sx_dagster.ml.training import Precision, train_dpo, train_sft
-    from sx_dagster.resources.accelerator import AcceleratorResource
 
-    acc = AcceleratorResource(device=args.device)
-    device, dtype = acc.resolve_device(), acc.resolve_dtype()
-    print(f"torch {torch.__version__}, {acc.describe()}" + (f", {torch.cuda.get_device_name(device)}" if device != "cpu" else ""))
+    device, dtype = resolve_device(args.device), resolve_dtype(args.device)
+    print(f"torch {torch.__version__}, {describe(args.device)}" + (f", {torch.cuda.get_device_name(device)}" if device != "cpu" else ""))
     problems = generate_problems(args.steps * 16, seed=0)
     rows = [{"prompt": question_prompt(x.question), "completion": x.rationale} for x in problems]
     pairs = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": r["completion"].split("\n")[0] + " 1"} for r in rows]

@@ -18,7 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from dagster._core.errors import DagsterExecutionInterruptedError
+try:
+    from dagster._core.errors import DagsterExecutionInterruptedError
+except ImportError:  # the ML layer alone (a Pipes child, benchmarks/gpu_check.py on a GPU box) runs without Dagster
+
+    class DagsterExecutionInterruptedError(BaseException):  # type: ignore[no-redef]
+        """Stand-in with Dagster's base class, so a stop is still not an ``Exception``."""
 
 GRACE_S = 5.0  # the longest a stop waits for a safe point before interrupting where it is
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -80,7 +85,10 @@ def graceful(log: Callable[[str], None] | None = None) -> Iterator[None]:
     previous = {s: signal.getsignal(s) for s in _SIGNALS}
     if _state["depth"] == 0:
         # A signal Dagster captured between steps (its flag) is a stop request too.
-        from dagster._utils.interrupts import check_captured_interrupt
+        try:
+            from dagster._utils.interrupts import check_captured_interrupt
+        except ImportError:  # no Dagster in this process: nothing captured a signal for us
+            check_captured_interrupt = bool
 
         if check_captured_interrupt():
             _state["signal"], _state["at"] = "an earlier signal", time.monotonic()

@@ -7,13 +7,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX). Elsewhere PyTorch
-    emulates bf16, and autocast made a training step of the default 17x slower than fp32."""
-    import torch
-
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+from sx_dagster import device as _device
+from sx_dagster.device import cpu_has_native_bf16  # noqa: F401  (re-exported: benchmarks import it from here)
 
 
 class AcceleratorResource(dg.ConfigurableResource):
@@ -32,35 +27,14 @@ class AcceleratorResource(dg.ConfigurableResource):
     gradient_checkpointing: bool = Field(False, description="trade compute for memory in training (large models)")
 
     def resolve_device(self) -> str:
-        import torch  # lazily: importing this module must not initialise CUDA
-
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"accelerator device {self.device!r} requested but CUDA is not available")
-        if self.device != "cpu" and not self.device.startswith("cuda"):
-            raise ValueError(f"unknown accelerator device {self.device!r}; use auto, cpu, cuda or cuda:N")
-        return self.device
+        return _device.resolve_device(self.device)
 
     def resolve_dtype(self) -> str:
-        if self.dtype != "auto":
-            return self.dtype
-        device = self.resolve_device()
-        if device == "cpu":
-            return "bfloat16" if cpu_has_native_bf16() else "float32"
-        import torch
-
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return _device.resolve_dtype(self.device, self.dtype)
 
     def describe(self) -> str:
         """One line for the run log: the device and precision chosen, and why."""
-        device, dtype = self.resolve_device(), self.resolve_dtype()
-        why = ""
-        if self.dtype == "auto" and device == "cpu":
-            why = " (CPU has native bf16: bf16 autocast)" if dtype == "bfloat16" else " (CPU has no native bf16: fp32)"
-        elif self.dtype != "auto":
-            why = " (set in the accelerator resource)"
-        return f"device {device}, dtype {dtype}{why}"
+        return _device.describe(self.device, self.dtype)
 
     def precision(self):
         from sx_dagster.ml.training import Precision

@@ -1,0 +1,48 @@
+"""Which device and precision to compute in: the logic behind the accelerator resource, without
+Dagster, so the ML layer alone (a Pipes child, ``benchmarks/gpu_check.py`` on a GPU box) can use it.
+Nothing touches CUDA at import."""
+
+from __future__ import annotations
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX). Elsewhere PyTorch
+    emulates bf16, and autocast made a training step of the default 17x slower than fp32."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` = CUDA when present, else CPU; a CUDA device without CUDA is an error."""
+    import torch  # lazily: importing this module must not initialise CUDA
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"accelerator device {device!r} requested but CUDA is not available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"unknown accelerator device {device!r}; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_dtype(device: str = "auto", dtype: str = "auto") -> str:
+    """``auto``: bf16 on GPUs that support it, else fp16; on CPU bf16 autocast only with native bf16, else fp32."""
+    if dtype != "auto":
+        return dtype
+    if resolve_device(device) == "cpu":
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
+    import torch
+
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def describe(device: str = "auto", dtype: str = "auto") -> str:
+    """One line for the run log: the device and precision chosen, and why."""
+    chosen_device, chosen_dtype = resolve_device(device), resolve_dtype(device, dtype)
+    why = ""
+    if dtype == "auto" and chosen_device == "cpu":
+        why = " (CPU has native bf16: bf16 autocast)" if chosen_dtype == "bfloat16" else " (CPU has no native bf16: fp32)"
+    elif dtype != "auto":
+        why = " (set in the accelerator resource)"
+    return f"device {chosen_device}, dtype {chosen_dtype}{why}"
