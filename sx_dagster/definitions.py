@@ -7,15 +7,19 @@ import os
 import dagster as dg
 
 from sx_dagster.assets import ALL_ASSETS
+from sx_dagster.checkpoint_watch import checkpoint_checks, checkpoint_watch
 from sx_dagster.config import load_experiments
 from sx_dagster.failures import dead_run_reaper
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore
 
 PARTITIONS = ALL_ASSETS[0].partitions_def
+CHECKPOINT_CHECKS = checkpoint_checks()  # checkpoint_on_disk on each checkpoint asset
 
 self_explore_job = dg.define_asset_job(
     "self_explore",
-    selection=dg.AssetSelection.all(),
+    # checkpoint_on_disk stays out of the pipeline run: a stage has just hashed what it wrote, and each
+    # check would be one more step process (or pod). The UI can run it; the checkpoint_watch sensor reports it.
+    selection=dg.AssetSelection.all() - dg.AssetSelection.checks(*CHECKPOINT_CHECKS),
     partitions_def=PARTITIONS,
     description="The whole Self-Explore pipeline for one experiment: SFT -> sample -> RFT -> explore -> DPO -> evaluate.",
 )
@@ -101,9 +105,11 @@ def executor() -> dg.ExecutorDefinition:
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
+    asset_checks=CHECKPOINT_CHECKS,
     jobs=[self_explore_job, eval_job],
     schedules=_schedules(),
-    sensors=[dead_run_reaper],  # with the daemon on: runs whose worker died are marked failed
+    # with the daemon on: runs whose worker died are marked failed; a deleted checkpoint fails its partition
+    sensors=[dead_run_reaper, checkpoint_watch],
     resources=resources(),
     executor=executor(),
 )
