@@ -7,9 +7,12 @@ Generates the experiment's synthetic task, builds its tokenizer and tiny model (
 lr, warmup and cosine/linear schedule, loss on the completion only, the experiment's batch
 and epochs) and every ``--eval-every`` steps measures greedy accuracy on ``--n-test`` test
 questions. A curve that is flat over its last fifth is a plateau (issue 10 part 4).
-Appends one row per (seed, eval point) to ``benchmarks/results/sft_curve_runs.csv``.
-A plain loop, not TRL: ~20% faster than SFTTrainer for the same update, so the time column
-is a lower bound for the asset.
+``--pass-n N`` also samples N completions per test question (T=0.7) after the last step and
+reports pass@N, the headroom a preference method can sharpen (issue 10 part 5).
+Appends one row per (seed, eval point) to ``benchmarks/results/sft_curve_runs.csv`` (or ``--results``).
+A plain loop, not TRL (gradients clipped at norm 1.0 as TRL does): ~20% faster than
+SFTTrainer for the same update, so the time column is a lower bound for the asset.
+``--device cuda`` screens on a GPU in fp32: accuracies carry over, times do not.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results" / "sft_curve_runs.csv"
 
 
-def greedy_accuracy(model, tok, test) -> float:
-    """Greedy accuracy (%) of ``model`` on ``test`` examples, through the HF generation backend."""
+def accuracy(model, tok, test, device: str = "cpu", n: int = 1) -> tuple[float, float]:
+    """(greedy accuracy %, pass@n %) of ``model`` on ``test`` examples through the HF generation
+    backend; pass@n samples n completions at T=0.7 (0.0 when n <= 1)."""
     from sx_dagster.core.answers import grade
     from sx_dagster.core.prompts import question_prompt
     from sx_dagster.ml.generation import HFBackend, SamplingParams
@@ -38,10 +42,16 @@ def greedy_accuracy(model, tok, test) -> float:
 
     with tempfile.TemporaryDirectory() as d:
         save_tiny(model, tok, d)
-        be = HFBackend(d, "cpu", "float32", 256, prefix_cache=False)
-        gens = be.generate([question_prompt(e.question) for e in test], SamplingParams(1, 0.0, 1.0, 64, 0, "synthetic"))
-    ok = sum(grade(x[0].text, e.answer, "synthetic")[1] for x, e in zip(gens, test, strict=True))
-    return round(100 * ok / len(test), 1)
+        be = HFBackend(d, device, "float32", 256, prefix_cache=False)
+        prompts = [question_prompt(e.question) for e in test]
+        gens = be.generate(prompts, SamplingParams(1, 0.0, 1.0, 64, 0, "synthetic"))
+        ok = sum(grade(x[0].text, e.answer, "synthetic")[1] for x, e in zip(gens, test, strict=True))
+        hit = 0
+        if n > 1:
+            samples = be.generate(prompts, SamplingParams(n, 0.7, 1.0, 64, 1, "synthetic"))
+            hit = sum(any(grade(g.text, e.answer, "synthetic")[1] for g in x) for x, e in zip(samples, test, strict=True))
+        be.close()
+    return round(100 * ok / len(test), 1), round(100 * hit / len(test), 1)
 
 
 def main() -> None:
@@ -54,6 +64,10 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--n-test", type=int, default=400)
     p.add_argument("--label", default="curve")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda for a quick screen (fp32 either way)")
+    p.add_argument("--max-grad-norm", type=float, default=1.0, help="TRL's default; 0 = no clipping")
+    p.add_argument("--pass-n", type=int, default=0, help="after the last step, sample N per test question and report pass@N")
+    p.add_argument("--results", type=Path, default=RESULTS, help="CSV to append to")
     args = p.parse_args()
     out = Path(tempfile.mkdtemp(prefix="sx-curve-"))
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -77,7 +91,7 @@ def main() -> None:
             synthetic_split(exp.task.n_test, exp.task.seed, "test", exp.task.synthetic)[: args.n_test],
         )
         tok = train_tokenizer([e.question + "\n" + (e.rationale or "") for e in train], exp.model.tiny.vocab_size)
-        model = build_tiny_model(exp.model.tiny, tok, exp.seed)
+        model = build_tiny_model(exp.model.tiny, tok, exp.seed).to(args.device)
         sec = exp.sft
         bs = sec.batch_size * sec.grad_accum
         steps = math.ceil(len(train) / bs) * sec.epochs
@@ -109,22 +123,28 @@ def main() -> None:
                 ids[r, : len(s)] = torch.tensor(s)
                 mask[r, : len(s)] = 1
                 labels[r, len(a) : len(s)] = torch.tensor(s[len(a) :])
+            ids, mask, labels = ids.to(args.device), mask.to(args.device), labels.to(args.device)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
+            if args.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             opt.step()
             sched.step()
             opt.zero_grad()
             train_s += time.perf_counter() - t
             if step % args.eval_every == 0 or step == steps:
                 model.eval()
-                acc = greedy_accuracy(model, tok, test)
-                rows.append({"seed": seed, "step": step, "steps": steps, "sft_accuracy": acc, "train_s": round(train_s, 1)})
-                print(f"  step {step:5d}/{steps}: greedy {acc:5.1f}%  ({train_s:.0f} s training)", flush=True)
+                n = args.pass_n if step == steps else 1
+                acc, pass_n = accuracy(model, tok, test, args.device, n)
+                row = {"seed": seed, "step": step, "steps": steps, "sft_accuracy": acc, "train_s": round(train_s, 1)}
+                rows.append(row | {"pass_at_n": f"{pass_n} @{n}" if n > 1 else "", "device": args.device, "loss": round(loss.item(), 4)})
+                extra = f", pass@{n} {pass_n:5.1f}%" if n > 1 else ""
+                print(f"  step {step:5d}/{steps}: greedy {acc:5.1f}%{extra}, loss {loss.item():.3f} ({train_s:.0f} s training)", flush=True)
                 model.train()
         print(f"[{name}] wall {time.perf_counter() - t0:.0f} s", flush=True)
-    RESULTS.parent.mkdir(exist_ok=True)
-    new = not RESULTS.exists()
-    with RESULTS.open("a", newline="") as f:
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    new = not args.results.exists()
+    with args.results.open("a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["date", "label", "overrides", *rows[0]])
         if new:
             w.writeheader()
