@@ -54,6 +54,60 @@ def accuracy(model, tok, test, device: str = "cpu", n: int = 1) -> tuple[float, 
     return round(100 * ok / len(test), 1), round(100 * hit / len(test), 1)
 
 
+def rft_rows(model, tok, train, exp, device: str) -> tuple[list[str], list[str]]:
+    """RFT data as ``rft_checkpoint`` builds it: N samples per train question from ``model``, the
+    kept correct ones (core.rft.select_rft) and, with ``rft.include_gold``, the gold rationales."""
+    from sx_dagster.core.answers import grade
+    from sx_dagster.core.prompts import question_prompt
+    from sx_dagster.core.rft import select_rft
+    from sx_dagster.ml.generation import HFBackend, SamplingParams
+    from sx_dagster.ml.tiny import save_tiny
+
+    sp = exp.sampling
+    with tempfile.TemporaryDirectory() as d:
+        save_tiny(model, tok, d)
+        be = HFBackend(d, device, "float32", exp.gen_batch_size, prefix_cache=False)
+        prompts = [question_prompt(e.question) for e in train]
+        gens = be.generate(prompts, SamplingParams(sp.n, sp.temperature, sp.top_p, sp.max_new_tokens, exp.seed, "synthetic"))
+        be.close()
+    out_p, out_c = [], []
+    for p, e, g in zip(prompts, train, gens, strict=True):
+        texts = [x.text for x in g]
+        for i in select_rft(texts, [grade(t, e.answer, "synthetic")[1] for t in texts], "synthetic", exp.rft.max_per_question):
+            out_p.append(p)
+            out_c.append(texts[i])
+    n_samples = len(out_p)
+    if exp.rft.include_gold:
+        out_p += prompts
+        out_c += [e.rationale for e in train]
+    print(f"RFT data: {n_samples} kept samples + {len(out_p) - n_samples} gold", flush=True)
+    return out_p, out_c
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Greedy test accuracy against optimizer steps, one line per (stage, seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for stage, style in (("sft", "-"), ("rft", "--")):
+        for seed in sorted({r["seed"] for r in rows}):
+            pts = [(r["step"], r["sft_accuracy"]) for r in rows if r["stage"] == stage and r["seed"] == seed]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), style, marker=".", label=f"{stage.upper()} seed {seed}")
+                last = pts[-1][0]
+                ax.axvspan(0.8 * last, last, alpha=0.04, color="k")
+    ax.set_xlabel("optimizer step (shaded: the last fifth)")
+    ax.set_ylabel("greedy test accuracy (%)")
+    ax.set_title(title[:110], fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     from paper_table import write_experiments
 
@@ -68,6 +122,8 @@ def main() -> None:
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="TRL's default; 0 = no clipping")
     p.add_argument("--pass-n", type=int, default=0, help="after the last step, sample N per test question and report pass@N")
     p.add_argument("--results", type=Path, default=RESULTS, help="CSV to append to")
+    p.add_argument("--rft", action="store_true", help="then sample from the SFT model and train RFT from the base model, as the graph does")
+    p.add_argument("--plot", type=Path, help="write accuracy against steps (SFT, and RFT with --rft) to this PNG")
     args = p.parse_args()
     out = Path(tempfile.mkdtemp(prefix="sx-curve-"))
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -92,65 +148,77 @@ def main() -> None:
         )
         tok = train_tokenizer([e.question + "\n" + (e.rationale or "") for e in train], exp.model.tiny.vocab_size)
         model = build_tiny_model(exp.model.tiny, tok, exp.seed).to(args.device)
-        sec = exp.sft
-        bs = sec.batch_size * sec.grad_accum
-        steps = math.ceil(len(train) / bs) * sec.epochs
-        steps = int(math.ceil(steps))
-        opt = torch.optim.AdamW(model.parameters(), lr=sec.learning_rate, weight_decay=sec.weight_decay)
-        sched = get_scheduler(sec.lr_scheduler, opt, num_warmup_steps=int(sec.warmup_ratio * steps), num_training_steps=steps)
-        prompts = [question_prompt(e.question) for e in train]
-        comps = [e.rationale + tok.eos_token for e in train]
-        g = torch.Generator().manual_seed(seed)
-        order: list[int] = []
-        t0, train_s = time.perf_counter(), 0.0
-        n_params = sum(x.numel() for x in model.parameters())
-        print(f"[{name}] {n_params:,} params, {len(train)} train, {steps} steps at batch {bs}", flush=True)
+        t0 = time.perf_counter()
+        print(f"[{name}] {sum(x.numel() for x in model.parameters()):,} params, {len(train)} train questions", flush=True)
 
-        model.train()
-        for step in range(1, steps + 1):
-            if len(order) < bs:
-                order += torch.randperm(len(train), generator=g).tolist()
-            idx, order = order[:bs], order[bs:]
-            t = time.perf_counter()
-            enc_p = tok([prompts[i] for i in idx], add_special_tokens=False)["input_ids"]
-            enc_c = tok([comps[i] for i in idx], add_special_tokens=False)["input_ids"]
-            seqs = [a + b for a, b in zip(enc_p, enc_c, strict=True)]
-            width = max(map(len, seqs))
-            ids = torch.full((bs, width), tok.pad_token_id)
-            labels = torch.full((bs, width), -100)
-            mask = torch.zeros((bs, width), dtype=torch.long)
-            for r, (a, s) in enumerate(zip(enc_p, seqs, strict=True)):
-                ids[r, : len(s)] = torch.tensor(s)
-                mask[r, : len(s)] = 1
-                labels[r, len(a) : len(s)] = torch.tensor(s[len(a) :])
-            ids, mask, labels = ids.to(args.device), mask.to(args.device), labels.to(args.device)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            if args.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad()
-            train_s += time.perf_counter() - t
-            if step % args.eval_every == 0 or step == steps:
-                model.eval()
-                n = args.pass_n if step == steps else 1
-                acc, pass_n = accuracy(model, tok, test, args.device, n)
-                row = {"seed": seed, "step": step, "steps": steps, "sft_accuracy": acc, "train_s": round(train_s, 1)}
-                rows.append(row | {"pass_at_n": f"{pass_n} @{n}" if n > 1 else "", "device": args.device, "loss": round(loss.item(), 4)})
-                extra = f", pass@{n} {pass_n:5.1f}%" if n > 1 else ""
-                print(f"  step {step:5d}/{steps}: greedy {acc:5.1f}%{extra}, loss {loss.item():.3f} ({train_s:.0f} s training)", flush=True)
-                model.train()
+        def fit(model, prompts: list[str], comps: list[str], sec, stage: str, seed=seed, name=name, tok=tok, test=test) -> None:
+            bs = sec.batch_size * sec.grad_accum
+            steps = int(math.ceil(math.ceil(len(prompts) / bs) * sec.epochs))
+            opt = torch.optim.AdamW(model.parameters(), lr=sec.learning_rate, weight_decay=sec.weight_decay)
+            sched = get_scheduler(sec.lr_scheduler, opt, num_warmup_steps=int(sec.warmup_ratio * steps), num_training_steps=steps)
+            g = torch.Generator().manual_seed(seed)
+            order: list[int] = []
+            train_s = 0.0
+            print(f"[{name}] {stage}: {len(prompts)} rows, {steps} steps at batch {bs}", flush=True)
+            model.train()
+            for step in range(1, steps + 1):
+                if len(order) < bs:
+                    order += torch.randperm(len(prompts), generator=g).tolist()
+                idx, order = order[:bs], order[bs:]
+                t = time.perf_counter()
+                enc_p = tok([prompts[i] for i in idx], add_special_tokens=False)["input_ids"]
+                enc_c = tok([comps[i] for i in idx], add_special_tokens=False)["input_ids"]
+                seqs = [a + b for a, b in zip(enc_p, enc_c, strict=True)]
+                width = max(map(len, seqs))
+                ids = torch.full((bs, width), tok.pad_token_id)
+                labels = torch.full((bs, width), -100)
+                mask = torch.zeros((bs, width), dtype=torch.long)
+                for r, (a, s) in enumerate(zip(enc_p, seqs, strict=True)):
+                    ids[r, : len(s)] = torch.tensor(s)
+                    mask[r, : len(s)] = 1
+                    labels[r, len(a) : len(s)] = torch.tensor(s[len(a) :])
+                ids, mask, labels = ids.to(args.device), mask.to(args.device), labels.to(args.device)
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                loss.backward()
+                if args.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+                train_s += time.perf_counter() - t
+                if step % args.eval_every == 0 or step == steps:
+                    model.eval()
+                    n = args.pass_n if step == steps else 1
+                    acc, pass_n = accuracy(model, tok, test, args.device, n)
+                    row = {"seed": seed, "step": step, "steps": steps, "sft_accuracy": acc, "train_s": round(train_s, 1)}
+                    row |= {"pass_at_n": f"{pass_n} @{n}" if n > 1 else "", "device": args.device, "loss": round(loss.item(), 4)}
+                    rows.append(row | {"stage": stage})
+                    extra = f", pass@{n} {pass_n:5.1f}%" if n > 1 else ""
+                    print(
+                        f"  {stage} step {step:5d}/{steps}: greedy {acc:5.1f}%{extra}, loss {loss.item():.3f} ({train_s:.0f} s)", flush=True
+                    )
+                    model.train()
+            model.eval()
+
+        fit(model, [question_prompt(e.question) for e in train], [e.rationale + tok.eos_token for e in train], exp.sft, "sft")
+        if args.rft:
+            rft_prompts, rft_comps = rft_rows(model, tok, train, exp, args.device)
+            rft_model = build_tiny_model(exp.model.tiny, tok, exp.seed).to(args.device)
+            fit(rft_model, rft_prompts, [c + tok.eos_token for c in rft_comps], exp.rft, "rft")
         print(f"[{name}] wall {time.perf_counter() - t0:.0f} s", flush=True)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     new = not args.results.exists()
     with args.results.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["date", "label", "overrides", *rows[0]])
+        w = csv.DictWriter(f, fieldnames=["date", "label", "overrides", *[k for k in rows[0] if k != "stage"]])
         if new:
             w.writeheader()
         now = dt.datetime.now().isoformat(timespec="minutes")
         for r in rows:
-            w.writerow({"date": now, "label": args.label, "overrides": " ".join(args.set), **r})
+            r = dict(r)
+            label = args.label + ("/rft" if r.pop("stage") == "rft" else "")
+            w.writerow({"date": now, "label": label, "overrides": " ".join(args.set), **r})
+    if args.plot:
+        plot(rows, args.plot, f"{args.experiment} {' '.join(args.set)}".strip())
 
 
 if __name__ == "__main__":
