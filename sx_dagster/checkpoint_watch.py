@@ -33,14 +33,13 @@ import dagster as dg
 
 from sx_dagster.failures import HOST_TAG, PID_TAG
 from sx_dagster.resources import LineageStore
-from sx_dagster.resources.checkpoints import checkpoint_hash
+from sx_dagster.resources.checkpoints import MISSING, checkpoint_problem
 
 # The assets whose output is a model directory: their lineage rows carry checkpoint_path and hash.
 CHECKPOINT_ASSETS = ("base_model", "sft_checkpoint", "rft_checkpoint", "trained_model", "outcome_dpo_model")
 CHECK_NAME = "checkpoint_on_disk"
 WATCH_JOB = "checkpoint_watch"  # the job name of the runs the watch records (no such job runs anything)
 WATCH_TAG = "sx/checkpoint_watch"  # on those runs: the asset they are about
-MISSING, CHANGED = "missing", "changed"
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ def find_checkpoints(
         if not isinstance(row.checkpoint_hash, str) or (wanted is not None and row.experiment not in wanted):
             continue
         path = Path(row.checkpoint_path)
-        problem = MISSING if not path.exists() else (None if checkpoint_hash(path) == row.checkpoint_hash else CHANGED)
+        problem = checkpoint_problem(path, row.checkpoint_hash)
         out.append(Finding(row.experiment, row.asset, str(path), row.checkpoint_hash, row.run_id, problem))
     return out
 

@@ -20,7 +20,7 @@ import pandas as pd
 from sx_dagster.assets._plots import line_plot
 from sx_dagster.config import ConfigError, ExperimentConfig, get_experiment, load_experiments
 from sx_dagster.resources import CheckpointStore, LineageStore
-from sx_dagster.resources.checkpoints import checkpoint_hash, file_digest
+from sx_dagster.resources.checkpoints import MISSING, checkpoint_hash, checkpoint_problem, file_digest
 from sx_dagster.resources.lineage import DONE
 
 _PKG = Path(__file__).resolve().parents[1]
@@ -251,13 +251,10 @@ class Stage:
             self.log(f"last run {prev['run_id']} did not finish (status {prev['status']}): running")
             return None
         path, digest = prev.get("checkpoint_path"), prev.get("checkpoint_hash")
-        if isinstance(digest, str):
-            if not Path(path).exists():
-                self.log(f"checkpoint missing: {path}: running again")
-                return None
-            if checkpoint_hash(path) != digest:
-                self.log(f"checkpoint {path} changed on disk since run {prev['run_id']}: running again")
-                return None
+        if isinstance(digest, str) and (problem := checkpoint_problem(path, digest)) is not None:
+            what = "missing" if problem == MISSING else f"changed on disk since run {prev['run_id']}"
+            self.log(f"checkpoint {path} {what}: running again")
+            return None
         meta = json.loads(prev["metadata"] or "{}")
         self.log(f"unchanged since run {prev['run_id']} (fingerprint {self.fingerprint}): skipped")
         return dg.MaterializeResult(

@@ -44,6 +44,17 @@ def file_digest(path: str | Path, partial_above: int | None = None) -> str:
     return _DIGESTS[key]
 
 
+MISSING, CHANGED = "missing", "changed"
+
+
+def checkpoint_problem(path: str | Path, recorded_hash: str) -> str | None:
+    """``MISSING``, ``CHANGED`` (its bytes differ from ``recorded_hash``) or None: the one test of
+    whether a recorded checkpoint is still what its lineage row says (the cheap re-run, the watch)."""
+    if not Path(path).exists():
+        return MISSING
+    return None if checkpoint_hash(path) == recorded_hash else CHANGED
+
+
 def checkpoint_hash(path: str | Path) -> str:
     """sha256 over every file of the checkpoint (relative names and bytes): weights in any
     format (.safetensors, .bin, .pt), config, tokenizer and code (.py). Hidden directories
