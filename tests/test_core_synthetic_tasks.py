@@ -1,5 +1,6 @@
 """The synthetic task's ground truth and the dataset loaders."""
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -13,6 +14,7 @@ from sx_dagster.core.synthetic import (
     ERROR_KINDS,
     SyntheticConfig,
     SyntheticProblem,
+    first_error_kind,
     generate_problems,
     inject_error,
     true_first_error,
@@ -44,6 +46,45 @@ def test_config_is_validated():
 def test_distractors_appear_when_asked():
     ps = generate_problems(50, seed=1, config=SyntheticConfig(distractor_prob=1.0))
     assert all(p.distractor is not None and str(p.distractor) in p.question for p in ps)
+
+
+def test_transfers_tell_the_sign_by_who_gives_to_whom():
+    base = SyntheticConfig(min_steps=2, max_steps=3, max_start=10, max_operand=5, max_factor=2, max_value=30, distractor_prob=0.5)
+    # transfer_prob 0 draws nothing more: a config without transfers makes the problems it made
+    # before the knob existed (digest taken from the code before it).
+    text = "\n".join(p.question + p.rationale for p in generate_problems(200, 3, base))
+    assert hashlib.sha256(text.encode()).hexdigest()[:16] == "6252ad3fe20c0953"
+    ps = generate_problems(300, 3, SyntheticConfig(**{**base.__dict__, "transfer_prob": 1.0}))
+    told = 0
+    for p in ps:
+        sentences = p.question.split(". ")
+        assert [i for i, (op, _) in enumerate(p.ops) if op in "+-"] == list(p.transfers)
+        for i in p.transfers:
+            op, q = p.ops[i]
+            giver_is_hero = any(s.startswith(f"{p.name} gives ") and f" {q} {p.item}" in s and "away" not in s for s in sentences)
+            receiver_is_hero = any(f" gives {p.name} {q} {p.item}" in s for s in sentences)
+            assert (op == "-" and giver_is_hero) or (op == "+" and receiver_is_hero), (p.question, p.ops)
+            told += 1
+        assert SyntheticProblem.from_json(p.to_json()) == p and true_first_error(p, p.rationale) is None
+    assert told > 300
+    with pytest.raises(ValueError, match="transfer_prob"):
+        SyntheticConfig(transfer_prob=1.5)
+
+
+def test_first_error_kind_names_what_went_wrong():
+    # Ava has 3 pens; Ava gets 4 more (told as a transfer from Ben); Dan has 5 pens; x3; Ava sells 1.
+    p = SyntheticProblem("x", "Ava", "pens", 3, (("+", 4), ("*", 3), ("-", 1)), "q", distractor=5, transfers=(0,))
+    assert first_error_kind(p, p.rationale) is None
+    assert first_error_kind(p, "4 + 3 = 7 pens\n7 * 3 = 21 pens\n21 - 1 = 20 pens\nThe answer is 20") is None  # commuted
+    assert first_error_kind(p, "3 - 4 = -1 pens\n-1 * 3 = -3 pens\n-3 - 1 = -4 pens\nThe answer is -4") == "operation@transfer"
+    assert first_error_kind(p, "3 + 4 = 8 pens\n8 * 3 = 24 pens\n24 - 1 = 23 pens\nThe answer is 23") == "arithmetic@transfer"
+    assert first_error_kind(p, "3 + 4 = 7 pens\n7 * 5 = 35 pens\n35 - 1 = 34 pens\nThe answer is 34") == "distractor"
+    assert first_error_kind(p, "3 + 4 = 7 pens\n7 * 2 = 14 pens\n14 - 1 = 13 pens\nThe answer is 13") == "operand"
+    assert first_error_kind(p, "3 + 4 = 7 pens\n8 * 3 = 24 pens\n24 - 1 = 23 pens\nThe answer is 23") == "carried"
+    assert first_error_kind(p, "3 + 4 = 7 pens\n3 * 7 = 21 pens\n1 - 21 = -20 pens\nThe answer is -20") == "carried"  # - does not commute
+    assert first_error_kind(p, "3 + 4 = 7 pens\nso 21 pens\nThe answer is 20") == "format"
+    assert first_error_kind(p, "3 + 4 = 7 pens\n7 * 3 = 21 pens") == "format"  # stops early
+    assert first_error_kind(p, "3 + 4 = 7 pens\n7 * 3 = 21 pens\n21 - 1 = 20 pens\nThe answer is 21") == "answer"
 
 
 def test_true_first_error_cases():

@@ -29,6 +29,9 @@ _TEMPLATES = {
     "-": ("{n} gives away {q} {item}.", "{n} loses {q} {item}.", "{n} sells {q} {item}."),
     "*": ("{n} ends up with {q} times as many {item}.", "The {item} of {n} grow {q} times."),
 }
+# A transfer between two people: "gives" means minus for the giver, plus for the receiver, so
+# reading the sign takes telling who gives to whom (a reasoning step, not arithmetic).
+_TRANSFER = {"+": "{other} gives {n} {q} {item}.", "-": "{n} gives {other} {q} {item}."}
 _DISTRACTOR = "{other} has {q} {item}."
 _STEP = re.compile(r"^\s*(-?\d+)\s*([-+*x×])\s*(-?\d+)\s*=\s*(-?\d+)\b")
 ERROR_KINDS = ("arithmetic", "operand", "operation", "skip", "invent")
@@ -46,6 +49,7 @@ class SyntheticConfig:
     max_value: int = 999
     ops: tuple[str, ...] = ("+", "-", "*")
     distractor_prob: float = 0.0  # chance of an unused quantity in the story
+    transfer_prob: float = 0.0  # chance that a + or - step is told as a transfer with someone else
     names: tuple[str, ...] = NAMES
     items: tuple[str, ...] = ITEMS
 
@@ -57,8 +61,9 @@ class SyntheticConfig:
             raise ValueError(f"ops must be a non-empty subset of {sorted(_TEMPLATES)}, got {self.ops}")
         if self.max_operand < 1 or self.max_factor < 2 or self.max_start < 1:
             raise ValueError("max_operand >= 1, max_factor >= 2 and max_start >= 1 are required")
-        if not 0.0 <= self.distractor_prob <= 1.0:
-            raise ValueError(f"distractor_prob must be in [0, 1], got {self.distractor_prob}")
+        for knob in ("distractor_prob", "transfer_prob"):
+            if not 0.0 <= getattr(self, knob) <= 1.0:
+                raise ValueError(f"{knob} must be in [0, 1], got {getattr(self, knob)}")
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class SyntheticProblem:
     ops: tuple[tuple[str, int], ...]
     question: str
     distractor: int | None = None
+    transfers: tuple[int, ...] = ()  # 0-based steps told as a transfer between two people
     states: tuple[int, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -97,6 +103,7 @@ class SyntheticProblem:
     def from_json(cls, text: str) -> SyntheticProblem:
         d = json.loads(text)
         d["ops"] = tuple((op, int(q)) for op, q in d["ops"])
+        d["transfers"] = tuple(d.get("transfers", ()))
         return cls(**d)
 
 
@@ -129,16 +136,22 @@ def generate_problem(rng: random.Random, config: SyntheticConfig, problem_id: st
             q = rng.randint(2, max(2, min(config.max_factor, config.max_value // value)))
         ops.append((op, q))
         value = _apply(value, op, q)
-    sentences = [f"{name} has {start} {item}."]
-    for op, q in ops:
-        sentences.append(rng.choice(_TEMPLATES[op]).format(n=name, q=q, item=item))
+    sentences, transfers = [f"{name} has {start} {item}."], []
+    others = [n for n in config.names if n != name] or [name]
+    for i, (op, q) in enumerate(ops):
+        # No draw when transfer_prob is 0: problems of a config without transfers stay as they were.
+        if op in _TRANSFER and config.transfer_prob > 0 and rng.random() < config.transfer_prob:
+            sentences.append(_TRANSFER[op].format(n=name, other=rng.choice(others), q=q, item=item))
+            transfers.append(i)
+        else:
+            sentences.append(rng.choice(_TEMPLATES[op]).format(n=name, q=q, item=item))
     distractor = None
     if rng.random() < config.distractor_prob:
         distractor = rng.randint(1, config.max_operand)
-        other = rng.choice([n for n in config.names if n != name] or [name])
+        other = rng.choice(others)
         sentences.insert(rng.randint(1, len(sentences)), _DISTRACTOR.format(other=other, q=distractor, item=item))
     sentences.append(f"How many {item} does {name} have now?")
-    return SyntheticProblem(problem_id, name, item, start, tuple(ops), " ".join(sentences), distractor)
+    return SyntheticProblem(problem_id, name, item, start, tuple(ops), " ".join(sentences), distractor, tuple(transfers))
 
 
 def generate_problems(n: int, seed: int, config: SyntheticConfig | None = None, prefix: str = "syn") -> list[SyntheticProblem]:
@@ -173,6 +186,43 @@ def true_first_error(problem: SyntheticProblem, rationale: str) -> int | None:
         if op != exp_op or not operands_ok or r != problem.states[i + 1]:
             return i + 1
     return len(steps) + 1
+
+
+def first_error_kind(problem: SyntheticProblem, rationale: str) -> str | None:
+    """What went wrong at :func:`true_first_error`'s step, or None if the rationale is right.
+
+    ``arithmetic`` (right equation, wrong result), ``operation`` (+, - or * not the story's),
+    ``carried`` (starts from a wrong quantity), ``distractor`` (uses the story's unused
+    quantity), ``operand`` (another wrong operand), ``format`` (no equation where a step is
+    due), ``answer`` (the final line); with ``@transfer`` when the step was told as a transfer
+    between two people. Which kinds a model still makes says what a preference could fix.
+    """
+    step = true_first_error(problem, rationale)
+    if step is None:
+        return None
+    i = step - 1
+    if i >= len(problem.ops):
+        return "answer"
+    lines = split_steps(rationale, "synthetic")
+    m = _STEP.match(lines[i]) if i < len(lines) else None
+    if m is None:
+        kind = "format"
+    else:
+        a, op, q = int(m.group(1)), m.group(2).replace("x", "*").replace("×", "*"), int(m.group(3))
+        exp_op, exp_q = problem.ops[i]
+        commutes = op in "+*"
+        given = sorted((a, q)) if commutes else [a, q]
+        due = sorted((problem.states[i], exp_q)) if commutes else [problem.states[i], exp_q]
+        carried_ok = problem.states[i] in (a, q) if commutes else a == problem.states[i]
+        if op != exp_op:
+            kind = "operation"
+        elif given == due:
+            kind = "arithmetic"
+        elif not carried_ok:
+            kind = "carried"
+        else:
+            kind = "distractor" if problem.distractor in (a, q) and problem.distractor != exp_q else "operand"
+    return kind + ("@transfer" if i in problem.transfers else "")
 
 
 def inject_error(problem: SyntheticProblem, step: int, kind: str, rng: random.Random) -> str:
