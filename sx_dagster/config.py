@@ -102,6 +102,12 @@ class SamplingSection(_Section):
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(512, ge=1)
     chunk_questions: int = Field(64, ge=1, description="questions per committed chunk (resume unit)")
+    questions: int | None = Field(
+        None,
+        ge=1,
+        description="sample (and so explore) only the first this-many training questions by id; null = all of them (the paper). "
+        "SFT and RFT's gold rationales still use every training question",
+    )
 
 
 class RFTSection(TrainSection):

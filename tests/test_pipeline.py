@@ -152,6 +152,19 @@ def test_changed_config_replaces_partition_rows(micro, tmp_path):
     assert dup.empty and _count(store, "questions") == 120
 
 
+def test_sampling_covers_only_the_first_questions_asked_for_and_rft_keeps_every_gold(tmp_path):
+    sel = ["task_dataset", "base_model", "sft_checkpoint", "sampled_rationales", "rft_checkpoint"]
+    result = _materialize(tmp_path, "micro-sub", selection=sel)
+    store = LineageStore(database=str(tmp_path / "sx.duckdb"))
+    train = store.query("SELECT id, meta FROM questions WHERE experiment = 'micro-sub' AND split = 'train' ORDER BY id")
+    assert len(train) == 24 and train["meta"].str.contains('"transfers": \\[\\d').any()  # some steps told as transfers
+    per_q = store.query("SELECT question_id, count(*) AS n FROM samples WHERE experiment = 'micro-sub' GROUP BY 1 ORDER BY 1")
+    assert per_q["question_id"].tolist() == train["id"].tolist()[:10] and set(per_q["n"]) == {2}
+    checks = [e for e in result.get_asset_check_evaluations() if e.check_name == "n_samples_per_question"]
+    assert len(checks) == 1 and checks[0].passed and checks[0].metadata["questions"].value == 10
+    assert store.query("SELECT count(*) AS n FROM rft_data WHERE experiment = 'micro-sub' AND source = 'gold'")["n"][0] == 24
+
+
 def test_resume_after_kill_9_mid_chunk(tmp_path):
     assert _materialize(tmp_path, "micro-b", selection=["task_dataset", "base_model", "sft_checkpoint"]).success
     code = (

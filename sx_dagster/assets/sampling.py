@@ -28,7 +28,7 @@ CODE = code_version("sampling")
             "n_samples_per_question",
             asset="sampled_rationales",
             blocking=True,
-            description="every training question holds exactly N samples",
+            description="every sampled training question holds exactly N samples",
         )
     ],
     description="N sampled rationales per training question from the SFT model, graded by final answer.",
@@ -44,9 +44,7 @@ def sampled_rationales(
     if (skip := stage.unchanged(checks=lambda: [n_per_question_check(lineage, stage)])) is not None:
         return skip
     exp, cfg = stage.exp, stage.exp.sampling
-    questions = lineage.query(
-        "SELECT id, question, answer FROM questions WHERE experiment = ? AND split = 'train' ORDER BY id", [stage.name]
-    )
+    questions = sampled_questions(lineage, stage.name, cfg.questions)
     chunks = [questions.iloc[i : i + cfg.chunk_questions] for i in range(0, len(questions), cfg.chunk_questions)]
     model_path, ckpt_id = stage.input_checkpoint("sft_checkpoint")
 
@@ -101,13 +99,20 @@ def sampled_rationales(
     return stage.done(meta, check_results=[check])
 
 
+def sampled_questions(lineage: LineageStore, experiment: str, limit: int | None) -> pd.DataFrame:
+    """The training questions sampling covers: all of them, or the first ``limit`` by id."""
+    return lineage.query(
+        "SELECT id, question, answer FROM questions WHERE experiment = ? AND split = 'train' ORDER BY id LIMIT ?", [experiment, limit]
+    )
+
+
 def n_per_question_check(lineage: LineageStore, stage: Stage) -> dg.AssetCheckResult:
-    """Every training question holds exactly N samples."""
+    """Every sampled training question holds exactly N samples."""
     c = lineage.query(
         "SELECT count(*) AS nq, coalesce(min(n), 0) AS lo, coalesce(max(n), 0) AS hi FROM "
-        "(SELECT q.id, count(s.id) AS n FROM questions q LEFT JOIN samples s ON s.experiment = q.experiment "
-        "AND s.question_id = q.id WHERE q.experiment = ? AND q.split = 'train' GROUP BY q.id)",
-        [stage.name],
+        "(SELECT q.id, count(s.id) AS n FROM (SELECT id FROM questions WHERE experiment = ? AND split = 'train' ORDER BY id LIMIT ?) q "
+        "LEFT JOIN samples s ON s.experiment = ? AND s.question_id = q.id GROUP BY q.id)",
+        [stage.name, stage.exp.sampling.questions, stage.name],
     ).iloc[0]
     n = stage.exp.sampling.n
     return dg.AssetCheckResult(
