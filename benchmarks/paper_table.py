@@ -11,7 +11,8 @@ for every k in ``--ks`` (early-stop: the same pits as the paper's linear scan, a
 four draws are k=4's) and with ``pool-reuse``; pits are compared with ``true_first_error``.
 
 Prints the tables; writes ``paper_table.csv`` (per seed), ``first_pit_vs_k.csv`` and
-``paper_table.png`` to ``--out``, and appends one row per seed to
+``paper_table.png`` (and, on the synthetic task, ``first_errors.csv``: the kind of each model's
+first wrong step on test) to ``--out``, and appends one row per seed to
 ``benchmarks/results/paper_table_runs.csv`` (every configuration tried, kept in git).
 """
 
@@ -26,6 +27,7 @@ import platform
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -34,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MODELS = ["base (few-shot)", "SFT", "RFT", "outcome DPO", "Self-Explore"]
 RESULTS = HERE / "results" / "paper_table_runs.csv"
+RIGHT_ANSWER_WRONG_STEP = "right answer, wrong step"
 
 
 def _set(tree: dict, dotted: str, value: str) -> None:
@@ -113,6 +116,7 @@ def main() -> None:
     from sx_dagster.core.explore import exploration_seed, explore, pool_steps, sample_pool
     from sx_dagster.core.prompts import question_prompt
     from sx_dagster.core.stats import paired_test, pass_at_k
+    from sx_dagster.core.synthetic import SyntheticProblem, first_error_kind
     from sx_dagster.definitions import resources
     from sx_dagster.ml.explorer import explorer_generate
     from sx_dagster.ml.generation import HFBackend, SamplingParams
@@ -120,6 +124,7 @@ def main() -> None:
 
     ks = [int(k) for k in args.ks.split(",")]
     per_seed, k_rows = [], []
+    first_errors: dict[str, Counter[str]] = {}  # model -> first-error kind -> count, pooled over seeds
     correct: dict[str, list[bool]] = {m: [] for m in MODELS}  # per question, pooled over seeds
     for seed, name in zip(seeds, names, strict=True):
         res = resources()
@@ -145,10 +150,20 @@ def main() -> None:
             "d_g_pair": int(_scalar(store, "SELECT count(*) FROM dpo_pairs WHERE experiment = ?", name)),
             **{f"pipeline_{k}": v for k, v in pit_rates(pit_list).items() if k != "rationales"},
         }
-        preds = store.query("SELECT model, question_id, correct FROM eval_predictions WHERE experiment = ? ORDER BY question_id", [name])
+        preds = store.query(
+            "SELECT model, question_id, correct, text FROM eval_predictions WHERE experiment = ? ORDER BY question_id", [name]
+        )
         for m in MODELS:
             correct[m] += preds[preds["model"] == m]["correct"].astype(bool).tolist()
         exp = get_experiment(name)
+        if exp.task.name == "synthetic":
+            # Which errors each model still makes (the task's ground truth): what a preference could fix.
+            test_meta = store.query("SELECT id, meta FROM questions WHERE experiment = ? AND split = 'test'", [name])
+            problems = {q: SyntheticProblem.from_json(m) for q, m in zip(test_meta["id"], test_meta["meta"], strict=True)}
+            for m, qid, text, ok in zip(preds["model"], preds["question_id"], preds["text"], preds["correct"], strict=True):
+                if m != MODELS[0] and (kind := first_error_kind(problems[qid], text)) is not None:
+                    # A right final answer after a wrong step counts as correct in the table above.
+                    first_errors.setdefault(m, Counter())[RIGHT_ANSWER_WRONG_STEP if ok else kind] += 1
         if args.pass_n_test:
             # The leading indicator: DPO on self-generated pairs sharpens what the model can already
             # sample, so it needs pass@N on test well above greedy accuracy.
@@ -208,6 +223,18 @@ def main() -> None:
         print("| " + " | ".join(["seed", *passes]) + " |\n|---|" + "---:|" * len(passes))
         for r in per_seed:
             print(f"| {r['seed']} | " + " | ".join(str(r[c]) for c in passes) + " |")
+    if first_errors:
+        models = [m for m in MODELS if m in first_errors]
+        kinds = sorted({k for c in first_errors.values() for k in c}, key=lambda k: -sum(c[k] for c in first_errors.values()))
+        rows = [{"kind": k, **{m: first_errors[m][k] for m in models}} for k in kinds]
+        print(
+            "\nFirst wrong step of the test rationales, pooled over seeds (synthetic ground truth; @transfer: a step told as "
+            f"a transfer; '{RIGHT_ANSWER_WRONG_STEP}': graded correct above):"
+        )
+        print("| kind | " + " | ".join(models) + " |\n|---|" + "---:|" * len(models))
+        for r in rows:
+            print(f"| {r['kind']} | " + " | ".join(str(r[m]) for m in models) + " |")
+        _write_csv(out / "first_errors.csv", rows)
     counts = ["d_pair", "pits_found", "d_g_pair", "samples_correct", "wall_s"]
     print("\n| seed | " + " | ".join(counts) + " |\n|---|" + "---|" * len(counts))
     for r in per_seed:

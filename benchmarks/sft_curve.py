@@ -67,18 +67,19 @@ def rft_rows(model, tok, train, exp, device: str) -> tuple[list[str], list[str]]
     with tempfile.TemporaryDirectory() as d:
         save_tiny(model, tok, d)
         be = HFBackend(d, device, "float32", exp.gen_batch_size, prefix_cache=False)
-        prompts = [question_prompt(e.question) for e in train]
+        sampled = sorted(train, key=lambda e: e.id)[: sp.questions]  # sampled_rationales: the first by id
+        prompts = [question_prompt(e.question) for e in sampled]
         gens = be.generate(prompts, SamplingParams(sp.n, sp.temperature, sp.top_p, sp.max_new_tokens, exp.seed, "synthetic"))
         be.close()
     out_p, out_c = [], []
-    for p, e, g in zip(prompts, train, gens, strict=True):
+    for p, e, g in zip(prompts, sampled, gens, strict=True):
         texts = [x.text for x in g]
         for i in select_rft(texts, [grade(t, e.answer, "synthetic")[1] for t in texts], "synthetic", exp.rft.max_per_question):
             out_p.append(p)
             out_c.append(texts[i])
     n_samples = len(out_p)
     if exp.rft.include_gold:
-        out_p += prompts
+        out_p += [question_prompt(e.question) for e in train]
         out_c += [e.rationale for e in train]
     print(f"RFT data: {n_samples} kept samples + {len(out_p) - n_samples} gold", flush=True)
     return out_p, out_c

@@ -1,5 +1,5 @@
 """Issue 10's task screen: how far a plain SFT loop gets on a synthetic-task difficulty, and why
-the rest fails (first wrong step classified: arithmetic, operand, operation, carried value).
+the rest fails (first wrong step classified by ``sx_dagster.core.synthetic.first_error_kind``).
 
     python benchmarks/screens/task_probe.py --cfg '{"max_start": 10, "max_operand": 5, "max_factor": 2, "max_value": 30}' \
         --seed 0 --steps 800 --batch 16 --lr 2e-3 [--pretrain-steps 300]
@@ -36,14 +36,16 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--pretrain-steps", type=int, default=0)
+    p.add_argument("--pass-n", type=int, default=0, help="also sample N per test question at T=1.0 and report pass@N (0 = skip)")
     args = p.parse_args()
 
     import torch
     from transformers import get_scheduler
 
     from sx_dagster.config import TinyModelConfig
+    from sx_dagster.core.answers import grade
     from sx_dagster.core.prompts import question_prompt
-    from sx_dagster.core.synthetic import _STEP, SyntheticConfig, generate_problems
+    from sx_dagster.core.synthetic import SyntheticConfig, first_error_kind, generate_problems
     from sx_dagster.ml.generation import HFBackend, SamplingParams
     from sx_dagster.ml.tiny import build_tiny_model, save_tiny, train_tokenizer
 
@@ -99,33 +101,28 @@ def main() -> None:
     model.eval()
     with tempfile.TemporaryDirectory() as d:
         save_tiny(model, tok, d)
-        gens = HFBackend(d, "cpu", "float32", 256, prefix_cache=False).generate(
-            [question_prompt(x.question) for x in test], SamplingParams(1, 0.0, 1.0, 64, 0, "synthetic")
-        )
+        backend = HFBackend(d, "cpu", "float32", 256, prefix_cache=False)
+        gens = backend.generate([question_prompt(x.question) for x in test], SamplingParams(1, 0.0, 1.0, 64, 0, "synthetic"))
+        pass_n = None
+        if args.pass_n:
+            # DPO on self-generated pairs needs pass@N well above greedy: the leading indicator.
+            samples = backend.generate(
+                [question_prompt(x.question) for x in test], SamplingParams(args.pass_n, 1.0, 1.0, 64, 1, "synthetic")
+            )
+            pass_n = round(
+                100
+                * sum(any(grade(g.text, x.answer, "synthetic")[1] for g in gs) for x, gs in zip(test, samples, strict=True))
+                / len(test),
+                1,
+            )
     kinds: collections.Counter[str] = collections.Counter()
     for x, g in zip(test, gens, strict=True):
-        lines = g[0].text.strip().split("\n")
-        kind = "right_steps"
-        for i, (op, q) in enumerate(x.ops):
-            m = _STEP.match(lines[i]) if i < len(lines) else None
-            if m is None:
-                kind = "format"
-            elif int(m.group(1)) != x.states[i]:
-                kind = "carried_value"
-            elif m.group(2) != op:
-                kind = "operation"
-            elif int(m.group(3)) != q:
-                kind = "operand"
-            elif int(m.group(4)) != x.states[i + 1]:
-                kind = "arithmetic"
-            else:
-                continue
-            break
+        kind = first_error_kind(x, g[0].text) or "right_steps"  # right_steps: no wrong step, the answer line included
         kinds[kind] += 1
     acc = round(100 * kinds["right_steps"] / len(test), 1)
     print(
         f"seed {args.seed}: SFT {args.steps} x {args.batch} at lr {args.lr}: {t:.0f} s, loss {loss:.3f}, greedy ~{acc}%; "
-        f"first errors {dict(kinds)}"
+        f"first errors {dict(kinds)}" + (f"; pass@{args.pass_n} {pass_n}%" if pass_n is not None else "")
     )
     RESULTS.parent.mkdir(exist_ok=True)
     new = not RESULTS.exists()
@@ -161,7 +158,7 @@ def main() -> None:
                 round(loss, 4),
                 acc,
                 json.dumps(dict(kinds)),
-                "",
+                f"pass@{args.pass_n} {pass_n}" if pass_n is not None else "",
             ]
         )
 
