@@ -116,7 +116,7 @@ def main() -> None:
     from sx_dagster.core.explore import exploration_seed, explore, pool_steps, sample_pool
     from sx_dagster.core.prompts import question_prompt
     from sx_dagster.core.stats import paired_test, pass_at_k
-    from sx_dagster.core.synthetic import SyntheticProblem, first_error_kind
+    from sx_dagster.core.synthetic import SyntheticProblem, first_error_kind, transfer_sign
     from sx_dagster.definitions import resources
     from sx_dagster.ml.explorer import explorer_generate
     from sx_dagster.ml.generation import HFBackend, SamplingParams
@@ -125,6 +125,7 @@ def main() -> None:
     ks = [int(k) for k in args.ks.split(",")]
     per_seed, k_rows = [], []
     first_errors: dict[str, Counter[str]] = {}  # model -> first-error kind -> count, pooled over seeds
+    signs: dict[str, Counter[tuple[str, bool]]] = {}  # model -> (sign of the first transfer, written right) -> count
     correct: dict[str, list[bool]] = {m: [] for m in MODELS}  # per question, pooled over seeds
     for seed, name in zip(seeds, names, strict=True):
         res = resources()
@@ -161,9 +162,13 @@ def main() -> None:
             test_meta = store.query("SELECT id, meta FROM questions WHERE experiment = ? AND split = 'test'", [name])
             problems = {q: SyntheticProblem.from_json(m) for q, m in zip(test_meta["id"], test_meta["meta"], strict=True)}
             for m, qid, text, ok in zip(preds["model"], preds["question_id"], preds["text"], preds["correct"], strict=True):
-                if m != MODELS[0] and (kind := first_error_kind(problems[qid], text)) is not None:
+                if m == MODELS[0]:
+                    continue
+                if (kind := first_error_kind(problems[qid], text)) is not None:
                     # A right final answer after a wrong step counts as correct in the table above.
                     first_errors.setdefault(m, Counter())[RIGHT_ANSWER_WRONG_STEP if ok else kind] += 1
+                if (sign := transfer_sign(problems[qid], text)) is not None:
+                    signs.setdefault(m, Counter())[sign] += 1
         if args.pass_n_test:
             # The leading indicator: DPO on self-generated pairs sharpens what the model can already
             # sample, so it needs pass@N on test well above greedy accuracy.
@@ -235,6 +240,16 @@ def main() -> None:
         for r in rows:
             print(f"| {r['kind']} | " + " | ".join(str(r[m]) for m in models) + " |")
         _write_csv(out / "first_errors.csv", rows)
+    if signs:
+        # Whether a model learned the transfer rule or only leans to one sign.
+        print("\nSign written at the first transfer step, when reached (pooled over seeds):")
+        print("| model | + transfers right | - transfers right | all right |\n|---|---:|---:|---:|")
+        for m, c in signs.items():
+            cells = []
+            for ops in (("+",), ("-",), ("+", "-")):
+                right, n = sum(c[(o, True)] for o in ops), sum(c[(o, True)] + c[(o, False)] for o in ops)
+                cells.append(f"{100 * right / max(n, 1):.1f}% of {n}")
+            print(f"| {m} | " + " | ".join(cells) + " |")
     counts = ["d_pair", "pits_found", "d_g_pair", "samples_correct", "wall_s"]
     print("\n| seed | " + " | ".join(counts) + " |\n|---|" + "---|" * len(counts))
     for r in per_seed:

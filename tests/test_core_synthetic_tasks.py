@@ -17,6 +17,7 @@ from sx_dagster.core.synthetic import (
     first_error_kind,
     generate_problems,
     inject_error,
+    transfer_sign,
     true_first_error,
 )
 from sx_dagster.core.tasks import DatasetError, load_jsonl, synthetic_examples
@@ -85,6 +86,16 @@ def test_first_error_kind_names_what_went_wrong():
     assert first_error_kind(p, "3 + 4 = 7 pens\nso 21 pens\nThe answer is 20") == "format"
     assert first_error_kind(p, "3 + 4 = 7 pens\n7 * 3 = 21 pens") == "format"  # stops early
     assert first_error_kind(p, "3 + 4 = 7 pens\n7 * 3 = 21 pens\n21 - 1 = 20 pens\nThe answer is 21") == "answer"
+
+
+def test_transfer_sign_reads_the_first_transfer_step_only_when_reached():
+    p = SyntheticProblem("x", "Ava", "pens", 3, (("*", 2), ("+", 4), ("-", 1)), "q", transfers=(1, 2))
+    assert transfer_sign(p, p.rationale) == ("+", True)
+    assert transfer_sign(p, "3 * 2 = 6 pens\n6 - 4 = 10 pens\n10 - 1 = 9 pens\nThe answer is 9") == ("+", False)  # sign only
+    assert transfer_sign(p, "3 * 2 = 6 pens\n6 - 4 = 2 pens\n2 - 1 = 1 pens\nThe answer is 1") == ("+", False)
+    assert transfer_sign(p, "3 * 2 = 7 pens\n7 + 4 = 11 pens\n11 - 1 = 10 pens\nThe answer is 10") is None  # wrong before it
+    assert transfer_sign(p, "3 * 2 = 6 pens") is None  # never reached
+    assert transfer_sign(SyntheticProblem("y", "Ava", "pens", 3, (("+", 4),), "q"), "3 + 4 = 7 pens\nThe answer is 7") is None
 
 
 def test_true_first_error_cases():

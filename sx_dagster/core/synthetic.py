@@ -225,6 +225,23 @@ def first_error_kind(problem: SyntheticProblem, rationale: str) -> str | None:
     return kind + ("@transfer" if i in problem.transfers else "")
 
 
+def transfer_sign(problem: SyntheticProblem, rationale: str) -> tuple[str, bool] | None:
+    """At the problem's first transfer step: (the story's sign, whether the rationale wrote it),
+    or None when there is no transfer or the rationale went wrong before reaching it. The
+    sign of a transfer is the one reasoning step the synthetic task adds to the arithmetic."""
+    if not problem.transfers:
+        return None
+    i = problem.transfers[0]
+    first = true_first_error(problem, rationale)
+    if first is not None and first <= i:
+        return None
+    lines = split_steps(rationale, "synthetic")
+    m = _STEP.match(lines[i]) if i < len(lines) else None
+    if m is None:
+        return None
+    return problem.ops[i][0], m.group(2) == problem.ops[i][0]
+
+
 def inject_error(problem: SyntheticProblem, step: int, kind: str, rng: random.Random) -> str:
     """A rationale that follows the gold one up to ``step`` - 1 and errs at ``step``.
 
