@@ -116,7 +116,6 @@ def main() -> None:
     from sx_dagster.core.explore import exploration_seed, explore, pool_steps, sample_pool
     from sx_dagster.core.prompts import question_prompt
     from sx_dagster.core.stats import paired_test, pass_at_k
-    from sx_dagster.core.synthetic import SyntheticProblem, first_error_kind, transfer_sign
     from sx_dagster.definitions import resources
     from sx_dagster.ml.explorer import explorer_generate
     from sx_dagster.ml.generation import HFBackend, SamplingParams
@@ -160,15 +159,7 @@ def main() -> None:
         if exp.task.name == "synthetic":
             # Which errors each model still makes (the task's ground truth): what a preference could fix.
             test_meta = store.query("SELECT id, meta FROM questions WHERE experiment = ? AND split = 'test'", [name])
-            problems = {q: SyntheticProblem.from_json(m) for q, m in zip(test_meta["id"], test_meta["meta"], strict=True)}
-            for m, qid, text, ok in zip(preds["model"], preds["question_id"], preds["text"], preds["correct"], strict=True):
-                if m == MODELS[0]:
-                    continue
-                if (kind := first_error_kind(problems[qid], text)) is not None:
-                    # A right final answer after a wrong step counts as correct in the table above.
-                    first_errors.setdefault(m, Counter())[RIGHT_ANSWER_WRONG_STEP if ok else kind] += 1
-                if (sign := transfer_sign(problems[qid], text)) is not None:
-                    signs.setdefault(m, Counter())[sign] += 1
+            tally_synthetic(test_meta, preds, first_errors, signs)
         if args.pass_n_test:
             # The leading indicator: DPO on self-generated pairs sharpens what the model can already
             # sample, so it needs pass@N on test well above greedy accuracy.
@@ -229,27 +220,7 @@ def main() -> None:
         for r in per_seed:
             print(f"| {r['seed']} | " + " | ".join(str(r[c]) for c in passes) + " |")
     if first_errors:
-        models = [m for m in MODELS if m in first_errors]
-        kinds = sorted({k for c in first_errors.values() for k in c}, key=lambda k: -sum(c[k] for c in first_errors.values()))
-        rows = [{"kind": k, **{m: first_errors[m][k] for m in models}} for k in kinds]
-        print(
-            "\nFirst wrong step of the test rationales, pooled over seeds (synthetic ground truth; @transfer: a step told as "
-            f"a transfer; '{RIGHT_ANSWER_WRONG_STEP}': graded correct above):"
-        )
-        print("| kind | " + " | ".join(models) + " |\n|---|" + "---:|" * len(models))
-        for r in rows:
-            print(f"| {r['kind']} | " + " | ".join(str(r[m]) for m in models) + " |")
-        _write_csv(out / "first_errors.csv", rows)
-    if signs:
-        # Whether a model learned the transfer rule or only leans to one sign.
-        print("\nSign written at the first transfer step, when reached (pooled over seeds):")
-        print("| model | + transfers right | - transfers right | all right |\n|---|---:|---:|---:|")
-        for m, c in signs.items():
-            cells = []
-            for ops in (("+",), ("-",), ("+", "-")):
-                right, n = sum(c[(o, True)] for o in ops), sum(c[(o, True)] + c[(o, False)] for o in ops)
-                cells.append(f"{100 * right / max(n, 1):.1f}% of {n}")
-            print(f"| {m} | " + " | ".join(cells) + " |")
+        _write_csv(out / "first_errors.csv", synthetic_tables(first_errors, signs))
     counts = ["d_pair", "pits_found", "d_g_pair", "samples_correct", "wall_s"]
     print("\n| seed | " + " | ".join(counts) + " |\n|---|" + "---|" * len(counts))
     for r in per_seed:
@@ -275,6 +246,48 @@ def main() -> None:
         for r in per_seed:
             w.writerow({"date": now, "label": args.label, "experiment": args.experiment, "overrides": " ".join(args.set), **r})
     print(f"\nwrote {out}: paper_table.csv, paper_table.png, first_pit_vs_k.csv; appended to {RESULTS.relative_to(ROOT)}")
+
+
+def tally_synthetic(test_meta, preds, first_errors: dict[str, Counter[str]], signs: dict[str, Counter[tuple[str, bool]]]) -> None:
+    """Add one seed's test predictions (``preds``: model, question_id, text, correct; ``test_meta``:
+    id, meta) to the per-model counts of first-error kinds and of transfer signs written right."""
+    from sx_dagster.core.synthetic import SyntheticProblem, first_error_kind, transfer_sign
+
+    problems = {q: SyntheticProblem.from_json(m) for q, m in zip(test_meta["id"], test_meta["meta"], strict=True)}
+    for m, qid, text, ok in zip(preds["model"], preds["question_id"], preds["text"], preds["correct"], strict=True):
+        if m == MODELS[0]:
+            continue
+        if (kind := first_error_kind(problems[qid], text)) is not None:
+            # A right final answer after a wrong step counts as correct in the accuracy table.
+            first_errors.setdefault(m, Counter())[RIGHT_ANSWER_WRONG_STEP if ok else kind] += 1
+        if (sign := transfer_sign(problems[qid], text)) is not None:
+            signs.setdefault(m, Counter())[sign] += 1
+
+
+def synthetic_tables(first_errors: dict[str, Counter[str]], signs: dict[str, Counter[tuple[str, bool]]]) -> list[dict]:
+    """Print the first-error kinds per model and, when the task has transfers, the sign each model
+    writes at the first one (learned rule, or a lean to one sign?); returns the first table's rows."""
+    models = [m for m in MODELS if m in first_errors]
+    kinds = sorted({k for c in first_errors.values() for k in c}, key=lambda k: -sum(c[k] for c in first_errors.values()))
+    rows = [{"kind": k, **{m: first_errors[m][k] for m in models}} for k in kinds]
+    print(
+        "\nFirst wrong step of the test rationales, pooled over seeds (synthetic ground truth; @transfer: a step told as "
+        f"a transfer; '{RIGHT_ANSWER_WRONG_STEP}': graded correct above):"
+    )
+    print("| kind | " + " | ".join(models) + " |\n|---|" + "---:|" * len(models))
+    for r in rows:
+        print(f"| {r['kind']} | " + " | ".join(str(r[m]) for m in models) + " |")
+    if signs:
+        print("\nSign written at the first transfer step, when reached (pooled over seeds):")
+        print("| model | + transfers right | - transfers right | all right |\n|---|---:|---:|---:|")
+        for m in [m for m in MODELS if m in signs]:
+            cells = []
+            for ops in (("+",), ("-",), ("+", "-")):
+                right = sum(signs[m][(o, True)] for o in ops)
+                n = right + sum(signs[m][(o, False)] for o in ops)
+                cells.append(f"{100 * right / max(n, 1):.1f}% of {n}")
+            print(f"| {m} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def _cuda() -> bool:
