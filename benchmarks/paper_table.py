@@ -216,15 +216,12 @@ def main() -> None:
     passes = [c for c in per_seed[0] if "pass@" in c]
     if passes:
         print("\npass@k on test at the sampling temperature (greedy accuracy is in the table above):")
-        print("| " + " | ".join(["seed", *passes]) + " |\n|---|" + "---:|" * len(passes))
-        for r in per_seed:
-            print(f"| {r['seed']} | " + " | ".join(str(r[c]) for c in passes) + " |")
+        _md_table(["seed", *passes], [[r["seed"], *(r[c] for c in passes)] for r in per_seed])
     if first_errors:
         _write_csv(out / "first_errors.csv", synthetic_tables(first_errors, signs))
     counts = ["d_pair", "pits_found", "d_g_pair", "samples_correct", "wall_s"]
-    print("\n| seed | " + " | ".join(counts) + " |\n|---|" + "---|" * len(counts))
-    for r in per_seed:
-        print(f"| {r['seed']} | " + " | ".join(str(r[c]) for c in counts) + " |")
+    print()
+    _md_table(["seed", *counts], [[r["seed"], *(r[c] for c in counts)] for r in per_seed])
     if k_rows:
         print("\nFirst pit vs the true first error (mean over seeds):")
         print("| strategy | k | equal | earlier | later | no pit | false-pit rate | generated tokens |\n|---|---|---|---|---|---|---|---|")
@@ -274,20 +271,26 @@ def synthetic_tables(first_errors: dict[str, Counter[str]], signs: dict[str, Cou
         "\nFirst wrong step of the test rationales, pooled over seeds (synthetic ground truth; @transfer: a step told as "
         f"a transfer; '{RIGHT_ANSWER_WRONG_STEP}': graded correct above):"
     )
-    print("| kind | " + " | ".join(models) + " |\n|---|" + "---:|" * len(models))
-    for r in rows:
-        print(f"| {r['kind']} | " + " | ".join(str(r[m]) for m in models) + " |")
+    _md_table(["kind", *models], [[r["kind"], *(r[m] for m in models)] for r in rows])
     if signs:
         print("\nSign written at the first transfer step, when reached (pooled over seeds):")
-        print("| model | + transfers right | - transfers right | all right |\n|---|---:|---:|---:|")
+        table = []
         for m in [m for m in MODELS if m in signs]:
             cells = []
             for ops in (("+",), ("-",), ("+", "-")):
                 right = sum(signs[m][(o, True)] for o in ops)
                 n = right + sum(signs[m][(o, False)] for o in ops)
                 cells.append(f"{100 * right / max(n, 1):.1f}% of {n}")
-            print(f"| {m} | " + " | ".join(cells) + " |")
+            table.append([m, *cells])
+        _md_table(["model", "+ transfers right", "- transfers right", "all right"], table)
     return rows
+
+
+def _md_table(header: list[str], rows: list[list]) -> None:
+    """Print a markdown table, the first column left-aligned and the rest right-aligned."""
+    print("| " + " | ".join(header) + " |\n|---|" + "---:|" * (len(header) - 1))
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |")
 
 
 def _cuda() -> bool:
