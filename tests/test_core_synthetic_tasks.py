@@ -72,6 +72,31 @@ def test_transfers_tell_the_sign_by_who_gives_to_whom():
         SyntheticConfig(transfer_prob=1.5)
 
 
+def test_misleading_wordings_are_rare_each_and_keep_the_sign():
+    base = SyntheticConfig(min_steps=2, max_steps=3, max_start=10, max_operand=5, max_factor=2, max_value=30, distractor_prob=0.5)
+    ps = generate_problems(400, 3, SyntheticConfig(**{**base.__dict__, "misleading_prob": 1.0}))
+    by_op: dict[str, set[str]] = {"+": set(), "-": set()}
+    for p in ps:
+        assert [i for i, (op, _) in enumerate(p.ops) if op in "+-"] == list(p.misleading) and not p.transfers
+        sentences = p.question.split(". ")[1:]  # after "<name> has <start> <item>"
+        sentences = [s for s in sentences if not s.endswith(f"has {p.distractor} {p.item}")]
+        for i, (op, q) in enumerate(p.ops):
+            if i in p.misleading:
+                told = sentences[i].replace(str(q), "{q}").replace(p.name, "{n}").replace(p.item, "{item}").rstrip(".")
+                by_op[op].add(told)
+        assert SyntheticProblem.from_json(p.to_json()) == p and true_first_error(p, p.rationale) is None
+    # Five wordings per sign, none read both ways; the sign is in the words after the first verb.
+    assert len(by_op["+"]) == 5 and len(by_op["-"]) == 5 and not by_op["+"] & by_op["-"]
+    assert "{n} is given {q} {item}" in by_op["+"] and "{n} gets {q} {item} taken away" in by_op["-"]
+    # A transfer is drawn first: a step is told one way only.
+    both = generate_problems(100, 3, SyntheticConfig(**{**base.__dict__, "misleading_prob": 1.0, "transfer_prob": 1.0}))
+    assert all(p.transfers and not p.misleading for p in both if any(op in "+-" for op, _ in p.ops))
+    p = SyntheticProblem("x", "Ava", "pens", 3, (("+", 4), ("*", 3)), "q", misleading=(0,))
+    assert first_error_kind(p, "3 - 4 = -1 pens\n-1 * 3 = -3 pens\nThe answer is -3") == "operation@misleading"
+    with pytest.raises(ValueError, match="misleading_prob"):
+        SyntheticConfig(misleading_prob=-0.1)
+
+
 def test_first_error_kind_names_what_went_wrong():
     # Ava has 3 pens; Ava gets 4 more (told as a transfer from Ben); Dan has 5 pens; x3; Ava sells 1.
     p = SyntheticProblem("x", "Ava", "pens", 3, (("+", 4), ("*", 3), ("-", 1)), "q", distractor=5, transfers=(0,))

@@ -45,7 +45,7 @@ def main() -> None:
     from sx_dagster.config import TinyModelConfig
     from sx_dagster.core.answers import grade
     from sx_dagster.core.prompts import question_prompt
-    from sx_dagster.core.synthetic import SyntheticConfig, first_error_kind, generate_problems
+    from sx_dagster.core.synthetic import SyntheticConfig, first_error_kind, generate_problems, transfer_sign
     from sx_dagster.ml.generation import HFBackend, SamplingParams
     from sx_dagster.ml.tiny import build_tiny_model, save_tiny, train_tokenizer
 
@@ -120,9 +120,16 @@ def main() -> None:
         kind = first_error_kind(x, g[0].text) or "right_steps"  # right_steps: no wrong step, the answer line included
         kinds[kind] += 1
     acc = round(100 * kinds["right_steps"] / len(test), 1)
+    # The transfer's sign at its first transfer step, when reached: is the reasoning rule learned?
+    signs = [s for s in (transfer_sign(x, g[0].text) for x, g in zip(test, gens, strict=True)) if s is not None]
+    sign_pct = round(100 * sum(ok for _, ok in signs) / len(signs), 1) if signs else None
     print(
         f"seed {args.seed}: SFT {args.steps} x {args.batch} at lr {args.lr}: {t:.0f} s, loss {loss:.3f}, greedy ~{acc}%; "
-        f"first errors {dict(kinds)}" + (f"; pass@{args.pass_n} {pass_n}%" if pass_n is not None else "")
+        f"first errors {dict(kinds)}; transfer sign right {sign_pct}% of {len(signs)}"
+        + (f"; pass@{args.pass_n} {pass_n}%" if pass_n is not None else "")
+    )
+    note = "; ".join(
+        ([f"pass@{args.pass_n} {pass_n}"] if pass_n is not None else []) + ([f"transfer sign {sign_pct}% of {len(signs)}"] if signs else [])
     )
     RESULTS.parent.mkdir(exist_ok=True)
     new = not RESULTS.exists()
@@ -158,7 +165,7 @@ def main() -> None:
                 round(loss, 4),
                 acc,
                 json.dumps(dict(kinds)),
-                f"pass@{args.pass_n} {pass_n}" if pass_n is not None else "",
+                note,
             ]
         )
 

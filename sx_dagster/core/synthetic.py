@@ -32,6 +32,25 @@ _TEMPLATES = {
 # A transfer between two people: "gives" means minus for the giver, plus for the receiver, so
 # reading the sign takes telling who gives to whom (a reasoning step, not arithmetic).
 _TRANSFER = {"+": "{other} gives {n} {q} {item}.", "-": "{n} gives {other} {q} {item}."}
+# Wordings whose first verb suggests the other operation ("gets", "buys" and "wins" are + in the
+# common templates, "gives", "sells" and "loses" are -): the sign is in the words after it. Each is
+# rare, a long tail a model learns late, as a language model's rare phrasings.
+_MISLEADING = {
+    "+": (
+        "{n} is given {q} {item}.",
+        "{n} sells none and buys {q} {item}.",
+        "{n} loses none and wins {q} {item}.",
+        "Someone gives {n} {q} {item}.",
+        "{n} is sold {q} {item} by a friend.",
+    ),
+    "-": (
+        "{n} gets {q} {item} taken away.",
+        "{n} finds that {q} {item} are missing.",
+        "{n} buys none and sells {q} {item}.",
+        "{n} gets robbed of {q} {item}.",
+        "{n} wins none and loses {q} {item}.",
+    ),
+}
 _DISTRACTOR = "{other} has {q} {item}."
 _STEP = re.compile(r"^\s*(-?\d+)\s*([-+*x×])\s*(-?\d+)\s*=\s*(-?\d+)\b")
 ERROR_KINDS = ("arithmetic", "operand", "operation", "skip", "invent")
@@ -50,6 +69,7 @@ class SyntheticConfig:
     ops: tuple[str, ...] = ("+", "-", "*")
     distractor_prob: float = 0.0  # chance of an unused quantity in the story
     transfer_prob: float = 0.0  # chance that a + or - step is told as a transfer with someone else
+    misleading_prob: float = 0.0  # chance that a + or - step (not a transfer) is told in misleading words
     names: tuple[str, ...] = NAMES
     items: tuple[str, ...] = ITEMS
 
@@ -61,7 +81,7 @@ class SyntheticConfig:
             raise ValueError(f"ops must be a non-empty subset of {sorted(_TEMPLATES)}, got {self.ops}")
         if self.max_operand < 1 or self.max_factor < 2 or self.max_start < 1:
             raise ValueError("max_operand >= 1, max_factor >= 2 and max_start >= 1 are required")
-        for knob in ("distractor_prob", "transfer_prob"):
+        for knob in ("distractor_prob", "transfer_prob", "misleading_prob"):
             if not 0.0 <= getattr(self, knob) <= 1.0:
                 raise ValueError(f"{knob} must be in [0, 1], got {getattr(self, knob)}")
 
@@ -76,6 +96,7 @@ class SyntheticProblem:
     question: str
     distractor: int | None = None
     transfers: tuple[int, ...] = ()  # 0-based steps told as a transfer between two people
+    misleading: tuple[int, ...] = ()  # 0-based steps told in misleading words
     states: tuple[int, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -104,6 +125,7 @@ class SyntheticProblem:
         d = json.loads(text)
         d["ops"] = tuple((op, int(q)) for op, q in d["ops"])
         d["transfers"] = tuple(d.get("transfers", ()))
+        d["misleading"] = tuple(d.get("misleading", ()))
         return cls(**d)
 
 
@@ -136,13 +158,16 @@ def generate_problem(rng: random.Random, config: SyntheticConfig, problem_id: st
             q = rng.randint(2, max(2, min(config.max_factor, config.max_value // value)))
         ops.append((op, q))
         value = _apply(value, op, q)
-    sentences, transfers = [f"{name} has {start} {item}."], []
+    sentences, transfers, misleading = [f"{name} has {start} {item}."], [], []
     others = [n for n in config.names if n != name] or [name]
     for i, (op, q) in enumerate(ops):
         # No draw when transfer_prob is 0: problems of a config without transfers stay as they were.
         if op in _TRANSFER and config.transfer_prob > 0 and rng.random() < config.transfer_prob:
             sentences.append(_TRANSFER[op].format(n=name, other=rng.choice(others), q=q, item=item))
             transfers.append(i)
+        elif op in _MISLEADING and config.misleading_prob > 0 and rng.random() < config.misleading_prob:
+            sentences.append(rng.choice(_MISLEADING[op]).format(n=name, q=q, item=item))
+            misleading.append(i)
         else:
             sentences.append(rng.choice(_TEMPLATES[op]).format(n=name, q=q, item=item))
     distractor = None
@@ -151,7 +176,7 @@ def generate_problem(rng: random.Random, config: SyntheticConfig, problem_id: st
         other = rng.choice(others)
         sentences.insert(rng.randint(1, len(sentences)), _DISTRACTOR.format(other=other, q=distractor, item=item))
     sentences.append(f"How many {item} does {name} have now?")
-    return SyntheticProblem(problem_id, name, item, start, tuple(ops), " ".join(sentences), distractor, tuple(transfers))
+    return SyntheticProblem(problem_id, name, item, start, tuple(ops), " ".join(sentences), distractor, tuple(transfers), tuple(misleading))
 
 
 def generate_problems(n: int, seed: int, config: SyntheticConfig | None = None, prefix: str = "syn") -> list[SyntheticProblem]:
@@ -222,7 +247,7 @@ def first_error_kind(problem: SyntheticProblem, rationale: str) -> str | None:
             kind = "carried"
         else:
             kind = "distractor" if problem.distractor in (a, q) and problem.distractor != exp_q else "operand"
-    return kind + ("@transfer" if i in problem.transfers else "")
+    return kind + ("@transfer" if i in problem.transfers else "@misleading" if i in problem.misleading else "")
 
 
 def transfer_sign(problem: SyntheticProblem, rationale: str) -> tuple[str, bool] | None:
