@@ -11,6 +11,8 @@ import dagster as dg
 import pytest
 
 from sx_dagster.assets import ALL_ASSETS
+from sx_dagster.assets.evaluate import format_scores
+from sx_dagster.core.synthetic import SyntheticProblem, true_first_error
 from sx_dagster.lineage_queries import TRACE_DPO_PAIR_SQL
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore, queries
 
@@ -76,6 +78,17 @@ def test_whole_graph_materializes_with_rows_in_duckdb(micro):
     assert list(scores["model"]) == ["base (few-shot)", "SFT", "RFT", "outcome DPO", "Self-Explore"]
     assert set(scores["n"]) == {24} and ((scores["accuracy"] >= 0) & (scores["accuracy"] <= 1)).all()
     assert _count(store, "eval_predictions") == 5 * 24
+    # The synthetic task checks every step: a rationale with every step right has the right
+    # answer, not always the other way round; the counts are the per-question rows'.
+    pr = store.query("SELECT model, correct, steps_right, text, question_id FROM eval_predictions WHERE experiment = 'micro'")
+    assert pr["steps_right"].notna().all() and not (pr["steps_right"] & ~pr["correct"]).any()
+    q = store.query("SELECT id, meta FROM questions WHERE experiment = 'micro' AND split = 'test'")
+    problems = {i: SyntheticProblem.from_json(m) for i, m in zip(q["id"], q["meta"], strict=True)}
+    assert [true_first_error(problems[i], t) is None for i, t in zip(pr["question_id"], pr["text"], strict=True)] == list(pr["steps_right"])
+    full = store.query("SELECT * FROM eval_scores WHERE experiment = 'micro' ORDER BY rowid")
+    assert list(full["n_steps_right"]) == [int(pr[pr["model"] == m]["steps_right"].sum()) for m in full["model"]]
+    assert "every step right" in format_scores(full)
+    assert "every step right" not in format_scores(full.assign(n_steps_right=None))  # a task without step ground truth
     # checkpoints written atomically: final dirs with weights, no temp dirs left
     ck = tmp / "checkpoints" / "micro"
     for name in ("base_model", "sft_checkpoint", "rft_checkpoint", "trained_model", "outcome_dpo_model"):

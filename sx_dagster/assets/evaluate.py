@@ -1,5 +1,7 @@
 """eval_scores: greedy test accuracy of base (few-shot), SFT, RFT, outcome DPO and
-Self-Explore (paper §4, Table 1), stored per question and as a table."""
+Self-Explore (paper §4, Table 1), stored per question and as a table. On the synthetic task,
+whose every step is checkable, also how many rationales have every step right: the paper
+grades the final answer only, and a wrong step can still land on the right one."""
 
 import dagster as dg
 import pandas as pd
@@ -8,6 +10,7 @@ from sx_dagster.assets._plots import bar_plot
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, gpu_step
 from sx_dagster.core.answers import grade
 from sx_dagster.core.prompts import few_shot_prompt, question_prompt
+from sx_dagster.core.synthetic import SyntheticProblem, true_first_error
 from sx_dagster.failures import step
 from sx_dagster.resources import AcceleratorResource, GeneratorResource, LineageStore
 
@@ -44,7 +47,10 @@ def eval_scores(
     from sx_dagster.ml.generation import SamplingParams
 
     exp, task = stage.exp, stage.exp.task.name
-    test = lineage.query("SELECT id, question, answer FROM questions WHERE experiment = ? AND split = 'test' ORDER BY id", [stage.name])
+    test = lineage.query(
+        "SELECT id, question, answer, meta FROM questions WHERE experiment = ? AND split = 'test' ORDER BY id", [stage.name]
+    )
+    problems = {q: SyntheticProblem.from_json(m) for q, m in zip(test["id"], test["meta"], strict=True)} if task == "synthetic" else {}
     shots = lineage.query(
         "SELECT question, rationale FROM questions WHERE experiment = ? AND split = 'train' AND rationale IS NOT NULL ORDER BY id LIMIT ?",
         [stage.name, exp.model.few_shot],
@@ -58,10 +64,12 @@ def eval_scores(
         backend = generator.load(path, accelerator, exp.eval.batch_size, trust_remote_code=exp.model.trust_remote_code)
         outs = backend.generate(prompts, params)
         backend.close()
-        n_ok = 0
+        n_ok, n_steps = 0, 0
         for qid, gold, gens in zip(test["id"], test["answer"], outs, strict=True):
             pred, ok = grade(gens[0].text, gold, task)
+            steps_right = true_first_error(problems[qid], gens[0].text) is None if problems else None
             n_ok += ok
+            n_steps += bool(steps_right)
             preds.append(
                 dict(
                     model=label,
@@ -70,19 +78,32 @@ def eval_scores(
                     pred=pred,
                     gold=gold,
                     correct=ok,
+                    steps_right=steps_right,
                     checkpoint_id=ckpt,
                     parent_id=qid,
                 )
             )
         acc = n_ok / len(test) if len(test) else 0.0
-        scores.append(dict(model=label, n=len(test), n_correct=n_ok, accuracy=acc, checkpoint_id=ckpt, parent_id=ckpt))
-        stage.log(f"{label}: {acc:.1%} ({n_ok}/{len(test)})")
+        scores.append(
+            dict(
+                model=label,
+                n=len(test),
+                n_correct=n_ok,
+                accuracy=acc,
+                n_steps_right=n_steps if problems else None,
+                checkpoint_id=ckpt,
+                parent_id=ckpt,
+            )
+        )
+        stage.log(f"{label}: {acc:.1%} ({n_ok}/{len(test)})" + (f", every step right {n_steps}" if problems else ""))
     writes = {"eval_predictions": pd.DataFrame(preds), "eval_scores": pd.DataFrame(scores)}
     for df in writes.values():
         df["experiment"], df["run_id"] = stage.name, stage.run_id
     stage.replace(writes)
     table = format_scores(writes["eval_scores"])
     meta = {f"accuracy/{s['model']}": round(s["accuracy"], 4) for s in scores}
+    if problems:
+        meta.update({f"steps_right/{s['model']}": round(s["n_steps_right"] / max(len(test), 1), 4) for s in scores})
     meta["n_test"] = len(test)
     meta["table"] = dg.MetadataValue.md(table)
     meta["chart"] = bar_plot([s["model"] for s in scores], [100 * s["accuracy"] for s in scores], "test accuracy", "%", ymax=100)
@@ -90,8 +111,13 @@ def eval_scores(
 
 
 def format_scores(df: pd.DataFrame) -> str:
-    """The eval table as markdown (also what the main command prints)."""
+    """The eval table as markdown (also what the main command prints); with a column of
+    rationales whose every step is right where the task can check steps (synthetic)."""
+    steps = "n_steps_right" in df and df["n_steps_right"].notna().all()
     lines = ["| model | accuracy | correct / n |", "|---|---:|---:|"]
+    if steps:
+        lines = [lines[0] + " every step right |", lines[1] + "---:|"]
     for r in df.itertuples():
-        lines.append(f"| {r.model} | {100 * r.accuracy:.2f} | {r.n_correct} / {r.n} |")
+        cell = f" {100 * r.n_steps_right / max(r.n, 1):.2f} |" if steps else ""
+        lines.append(f"| {r.model} | {100 * r.accuracy:.2f} | {r.n_correct} / {r.n} |{cell}")
     return "\n".join(lines)
