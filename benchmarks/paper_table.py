@@ -115,7 +115,7 @@ def main() -> None:
     from sx_dagster.core.answers import grade
     from sx_dagster.core.explore import exploration_seed, explore, pool_steps, sample_pool
     from sx_dagster.core.prompts import question_prompt
-    from sx_dagster.core.stats import paired_test, pass_at_k
+    from sx_dagster.core.stats import pass_at_k
     from sx_dagster.definitions import resources
     from sx_dagster.ml.explorer import explorer_generate
     from sx_dagster.ml.generation import HFBackend, SamplingParams
@@ -126,6 +126,7 @@ def main() -> None:
     first_errors: dict[str, Counter[str]] = {}  # model -> first-error kind -> count, pooled over seeds
     signs: dict[str, Counter[tuple[str, bool]]] = {}  # model -> (sign of the first transfer, written right) -> count
     correct: dict[str, list[bool]] = {m: [] for m in MODELS}  # per question, pooled over seeds
+    steps: dict[str, list[bool]] = {m: [] for m in MODELS}  # every step right (synthetic), likewise
     for seed, name in zip(seeds, names, strict=True):
         res = resources()
         store = res["lineage"]
@@ -151,10 +152,15 @@ def main() -> None:
             **{f"pipeline_{k}": v for k, v in pit_rates(pit_list).items() if k != "rationales"},
         }
         preds = store.query(
-            "SELECT model, question_id, correct, text FROM eval_predictions WHERE experiment = ? ORDER BY question_id", [name]
+            "SELECT model, question_id, correct, steps_right, text FROM eval_predictions WHERE experiment = ? ORDER BY question_id",
+            [name],
         )
         for m in MODELS:
-            correct[m] += preds[preds["model"] == m]["correct"].astype(bool).tolist()
+            mine = preds[preds["model"] == m]
+            correct[m] += mine["correct"].astype(bool).tolist()
+            if mine["steps_right"].notna().all():
+                steps[m] += mine["steps_right"].astype(bool).tolist()
+                row[f"{m} steps_right"] = round(100 * mine["steps_right"].astype(bool).mean(), 1)
         exp = get_experiment(name)
         if exp.task.name == "synthetic":
             # Which errors each model still makes (the task's ground truth): what a preference could fix.
@@ -203,16 +209,14 @@ def main() -> None:
     summary = {m: [r[m] for r in per_seed] for m in MODELS}
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch CPU" + (" (CUDA)" if _cuda() else "")
     print(f"\n{args.experiment}, {len(seeds)} seeds ({args.seeds}), label {args.label!r}, {dt.date.today()}, {machine}")
-    print("| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | std |")
-    print("|---|" + "---|" * (len(seeds) + 2))
-    for m, vals in summary.items():
-        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        print(f"| {m} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {statistics.mean(vals):.1f} | {sd:.1f} |")
-    print(f"\nPaired test per question, pooled over seeds (n = {len(correct['Self-Explore'])}): McNemar exact, 95% bootstrap CI")
-    print("| Self-Explore vs | diff (points) | 95% CI | SE only right | other only right | p |\n|---|---:|---|---:|---:|---:|")
-    for other in ("RFT", "outcome DPO", "SFT"):
-        t = paired_test(correct["Self-Explore"], correct[other])
-        print(f"| {other} | {t.diff_points:+.2f} | [{t.ci_low:+.2f}, {t.ci_high:+.2f}] | {t.a_only} | {t.b_only} | {t.p_value:.3g} |")
+    _seed_table(seeds, summary)
+    _paired_table(correct, "right")
+    if all(steps[m] for m in MODELS[1:]):
+        # The paper grades the final answer; the synthetic task can check every step, and a wrong
+        # step that lands on the right answer (e.g. "4 - 5 = 9") counts as right above.
+        print("\nEvery step right (the synthetic task's ground truth), greedy, % of test questions:")
+        _seed_table(seeds, {m: [r[f"{m} steps_right"] for r in per_seed] for m in MODELS})
+        _paired_table(steps, "every step right")
     passes = [c for c in per_seed[0] if "pass@" in c]
     if passes:
         print("\npass@k on test at the sampling temperature (greedy accuracy is in the table above):")
@@ -233,15 +237,9 @@ def main() -> None:
             print(f"| {strategy} | {k} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {tokens:,.0f} |")
     _chart(out / "paper_table.png", summary, f"{args.experiment} ({args.label}), {len(seeds)} seeds, {dt.date.today()}")
     RESULTS.parent.mkdir(exist_ok=True)
-    new = not RESULTS.exists()
-    with RESULTS.open("a", newline="") as f:
-        fields = ["date", "label", "experiment", "overrides", *per_seed[0].keys()]
-        w = csv.DictWriter(f, fieldnames=fields)
-        if new:
-            w.writeheader()
-        now = dt.datetime.now().isoformat(timespec="minutes")
-        for r in per_seed:
-            w.writerow({"date": now, "label": args.label, "experiment": args.experiment, "overrides": " ".join(args.set), **r})
+    now = dt.datetime.now().isoformat(timespec="minutes")
+    run = {"date": now, "label": args.label, "experiment": args.experiment, "overrides": " ".join(args.set)}
+    _append_rows(RESULTS, [{**run, **r} for r in per_seed])
     print(f"\nwrote {out}: paper_table.csv, paper_table.png, first_pit_vs_k.csv; appended to {RESULTS.relative_to(ROOT)}")
 
 
@@ -286,6 +284,46 @@ def synthetic_tables(first_errors: dict[str, Counter[str]], signs: dict[str, Cou
     return rows
 
 
+def _seed_table(seeds: list[int], summary: dict[str, list[float]]) -> None:
+    """Per-seed values of each model with their mean and sample standard deviation."""
+    rows = []
+    for m, vals in summary.items():
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        rows.append([m, *(f"{v:.1f}" for v in vals), f"{statistics.mean(vals):.1f}", f"{sd:.1f}"])
+    _md_table(["model", *(f"seed {s}" for s in seeds), "mean", "std"], rows)
+
+
+def _paired_table(per_question: dict[str, list[bool]], what: str) -> None:
+    """Self-Explore against each baseline on the same questions, pooled over seeds."""
+    from sx_dagster.core.stats import paired_test
+
+    n = len(per_question["Self-Explore"])
+    print(f"\nPaired test per question ({what}), pooled over seeds (n = {n}): McNemar exact, 95% bootstrap CI")
+    rows = []
+    for other in ("RFT", "outcome DPO", "SFT"):
+        t = paired_test(per_question["Self-Explore"], per_question[other])
+        rows.append([other, f"{t.diff_points:+.2f}", f"[{t.ci_low:+.2f}, {t.ci_high:+.2f}]", t.a_only, t.b_only, f"{t.p_value:.3g}"])
+    _md_table(["Self-Explore vs", "diff (points)", "95% CI", "SE only right", "other only right", "p"], rows)
+
+
+def _append_rows(path: Path, rows: list[dict]) -> None:
+    """Append ``rows`` to a results CSV; a column the file lacks widens its header (old rows
+    get empty cells) instead of landing under another column's name."""
+    old: list[dict] = []
+    header: list[str] = []
+    if path.exists():
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header, old = list(reader.fieldnames or []), list(reader)
+    fields = header + [k for r in rows for k in r if k not in header]
+    fields = list(dict.fromkeys(fields))
+    if fields != header:
+        _write_csv(path, old + rows, fields)
+    else:
+        with path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=fields).writerows(rows)
+
+
 def _md_table(header: list[str], rows: list[list]) -> None:
     """Print a markdown table, the first column left-aligned and the rest right-aligned."""
     print("| " + " | ".join(header) + " |\n|---|" + "---:|" * (len(header) - 1))
@@ -299,9 +337,9 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def _write_csv(path: Path, rows: list[dict], fields: list[str] | None = None) -> None:
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=fields or list(rows[0]))
         w.writeheader()
         w.writerows(rows)
 

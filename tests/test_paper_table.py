@@ -1,6 +1,7 @@
 """benchmarks/paper_table.py's synthetic-task readout: each model's first-error kinds and the
 sign it writes at the first transfer step, from predictions with a known answer."""
 
+import csv
 import sys
 from pathlib import Path
 
@@ -46,3 +47,14 @@ def test_tables_count_error_kinds_and_transfer_signs_per_model(capsys, tmp_path)
     out = capsys.readouterr().out
     assert "| RFT | 100.0% of" in out and "| Self-Explore | 0.0% of" in out and "all right" in out
     assert {r["kind"] for r in table} == set(first_errors["Self-Explore"])
+
+
+def test_results_file_widens_its_header_for_a_new_column(tmp_path):
+    # A run with pass@N columns appended to a file without them: every value stays under its name.
+    path = tmp_path / "runs.csv"
+    paper_table._append_rows(path, [{"label": "a", "SFT": 60.0}])
+    paper_table._append_rows(path, [{"label": "b", "SFT": 61.0, "SFT_pass@8": 90.0}])
+    paper_table._append_rows(path, [{"label": "c", "SFT": 62.0}])
+    rows = list(csv.DictReader(path.open()))
+    assert [(r["label"], r["SFT"], r["SFT_pass@8"]) for r in rows] == [("a", "60.0", ""), ("b", "61.0", "90.0"), ("c", "62.0", "")]
+    assert len(path.read_text().splitlines()) == 4  # one header
