@@ -4,8 +4,9 @@ the rest fails (first wrong step classified by ``sx_dagster.core.synthetic.first
     python benchmarks/screens/task_probe.py --cfg '{"max_start": 10, "max_operand": 5, "max_factor": 2, "max_value": 30}' \
         --seed 0 --steps 800 --batch 16 --lr 2e-3 [--pretrain-steps 300]
 
-h128/2-layer tiny model, 4,800 train and 400 test problems of the given SyntheticConfig, AdamW
-with cosine schedule and 5% warmup, gradients clipped at 1.0, loss on the completion.
+h128/2-layer tiny model (``--hidden``, ``--layers``: 4 heads, FFN 4x the width), 4,800 train and
+400 test problems of the given SyntheticConfig, AdamW with cosine schedule and 5% warmup,
+gradients clipped at 1.0, loss on the completion.
 ``--pretrain-steps`` first trains on bare rationales of fresh problems (batch 64, loss on all
 tokens): an arithmetic "pretraining" of the base model. Appends a row to
 benchmarks/results/task_probe_runs.csv.
@@ -36,6 +37,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--pretrain-steps", type=int, default=0)
+    p.add_argument("--hidden", type=int, default=128, help="model width (the default's 128)")
+    p.add_argument("--layers", type=int, default=2, help="model depth (the default's 2)")
     p.add_argument("--pass-n", type=int, default=0, help="also sample N per test question at T=1.0 and report pass@N (0 = skip)")
     args = p.parse_args()
 
@@ -54,7 +57,9 @@ def main() -> None:
     tok = train_tokenizer([x.question + "\n" + x.rationale for x in train[:1500]], 512)
     torch.manual_seed(args.seed)
     model = build_tiny_model(
-        TinyModelConfig(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512, vocab_size=512), tok, args.seed
+        TinyModelConfig(hidden_size=args.hidden, num_layers=args.layers, num_heads=4, intermediate_size=4 * args.hidden, vocab_size=512),
+        tok,
+        args.seed,
     )
 
     def fit(batches, steps: int, bs: int, lr: float, mask_prompt: bool) -> tuple[float, float]:
@@ -129,7 +134,9 @@ def main() -> None:
         + (f"; pass@{args.pass_n} {pass_n}%" if pass_n is not None else "")
     )
     note = "; ".join(
-        ([f"pass@{args.pass_n} {pass_n}"] if pass_n is not None else []) + ([f"transfer sign {sign_pct}% of {len(signs)}"] if signs else [])
+        ([f"model h{args.hidden} x {args.layers} layers"] if (args.hidden, args.layers) != (128, 2) else [])
+        + ([f"pass@{args.pass_n} {pass_n}"] if pass_n is not None else [])
+        + ([f"transfer sign {sign_pct}% of {len(signs)}"] if signs else [])
     )
     RESULTS.parent.mkdir(exist_ok=True)
     new = not RESULTS.exists()
