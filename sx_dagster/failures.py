@@ -10,6 +10,8 @@
   :func:`step` arms ``PR_SET_PDEATHSIG``: the kernel SIGKILLs the step the moment its run
   worker dies, so a ``kill -9`` of ``dagster asset materialize`` leaves nothing training that
   could later write a checkpoint or a lineage row. A watchdog thread covers kernels without it.
+- A stop asked for by SIGTERM/SIGINT (:class:`sx_dagster.stopping.StopRequested`) fails the step
+  without a retry: Dagster's RetryPolicy would otherwise re-run an interrupted step.
 - :func:`mark_dead_runs_failed` ends the other half of that story: a run whose worker died
   stays STARTED forever in Dagster (the default run launcher cannot check a worker's health),
   so ``sx-dagster run|ui`` and the ``dead_run_reaper`` sensor mark such runs failed.
@@ -31,6 +33,8 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import dagster as dg
+
+from sx_dagster.stopping import StopRequested, last_stop
 
 F = TypeVar("F", bound=Callable)
 
@@ -104,6 +108,14 @@ def step(fn: F) -> F:
         try:
             with non_retriable_errors(where):
                 return fn(*args, **kwargs)
+        except StopRequested as e:
+            # Dagster's retry policy retries interrupts too: a stop the user asked for would
+            # re-run the stage after the backoff and the run would go on. Fail it for good.
+            raise dg.Failure(
+                description=f"{where}: {e}; run the same command again to resume",
+                metadata={"stopped_by": dg.MetadataValue.text(str(last_stop()))},
+                allow_retries=False,
+            ) from e
         except Exception as e:
             if partition is not None:
                 _name_experiment(e, partition)

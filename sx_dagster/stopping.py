@@ -4,7 +4,7 @@ Dagster turns both signals into an exception raised wherever the step's main thr
 to be: in the middle of a checkpoint save, a DuckDB commit or a ``finally`` block. Inside
 :func:`graceful` a signal only sets a flag instead; the long loops call :func:`check` at safe
 points (between optimizer steps, generation batches and chunks), which raises Dagster's own
-interrupt there, so the step fails as interrupted, nothing half-written is left, and committed
+interrupt there, so the step stops with nothing half-written, is not retried, and committed
 chunks stay for the next run to resume from. A second signal, or no safe point within
 ``GRACE_S`` seconds, interrupts at once as Dagster would have.
 """
@@ -31,7 +31,8 @@ _state: dict = {"signal": None, "at": None, "depth": 0, "last": None}
 
 
 class StopRequested(DagsterExecutionInterruptedError):
-    """Raised at a safe point after SIGTERM/SIGINT; Dagster reports the step as interrupted."""
+    """Raised at a safe point after SIGTERM/SIGINT. ``sx_dagster.failures.step`` turns it into a
+    step failure that is not retried (Dagster's retry policy would re-run an interrupted step)."""
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message)

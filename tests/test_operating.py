@@ -32,12 +32,12 @@ def _sx(*args: str) -> list[str]:
     return [sys.executable, "-m", "sx_dagster", *args]
 
 
-def _signal_at(tmp: Path, args: list[str], marker: str, sig: signal.Signals, delay: float) -> tuple[int, float, str]:
+def _signal_at(tmp: Path, args: list[str], marker: str, sig: signal.Signals, delay: float, **env: str) -> tuple[int, float, str]:
     """Start ``sx-dagster ARGS``, send ``sig`` ``delay`` s after ``marker`` shows in its log;
     returns (exit code, seconds from the signal to the exit, log)."""
     log = tmp / f"run-{sig.name}.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(_sx(*args), cwd=ROOT, env=_env(tmp), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(_sx(*args), cwd=ROOT, env=_env(tmp, **env), stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 400
         while marker not in log.read_text():
@@ -56,10 +56,13 @@ def _signal_at(tmp: Path, args: list[str], marker: str, sig: signal.Signals, del
 
 
 def test_sigterm_during_sft_stops_between_optimizer_steps_without_a_checkpoint(tmp_path):
-    rc, seconds, log = _signal_at(tmp_path, ["run", "--experiment", "micro"], "sft training:", signal.SIGTERM, 2.0)
+    # With the retry policy users run with (the tests' default is no retries): Dagster retries an
+    # interrupted step, and a stop must not come back as a retry after the backoff.
+    args = ["run", "--experiment", "micro"]
+    rc, seconds, log = _signal_at(tmp_path, args, "sft training:", signal.SIGTERM, 2.0, SX_STEP_RETRIES="2", SX_STEP_RETRY_DELAY="1")
     print(f"SIGTERM during SFT: stopped in {seconds:.2f} s, exit {rc}")
     assert rc == 128 + signal.SIGTERM, log[-3000:]
-    assert seconds < 10
+    assert seconds < 10 and "STEP_UP_FOR_RETRY" not in log and "STEP_RESTARTED" not in log
     assert "stopped on SIGTERM after optimizer step" in log and "no checkpoint written" in log
     assert not (tmp_path / "checkpoints" / "micro" / "sft_checkpoint").exists()
     assert LineageStore(database=str(tmp_path / "sx.duckdb")).latest_lineage("micro", "sft_checkpoint") is None
