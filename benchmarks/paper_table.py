@@ -120,6 +120,7 @@ def main() -> None:
     from sx_dagster.ml.explorer import explorer_generate
     from sx_dagster.ml.generation import HFBackend, SamplingParams
     from sx_dagster.resources import queries
+    from sx_dagster.stopping import last_stop
 
     ks = [int(k) for k in args.ks.split(",")]
     per_seed, k_rows = [], []
@@ -131,7 +132,11 @@ def main() -> None:
         res = resources()
         store = res["lineage"]
         t = time.perf_counter()
-        dg.materialize(ALL_ASSETS, partition_key=name, resources=res)
+        result = dg.materialize(ALL_ASSETS, partition_key=name, resources=res, raise_on_error=False)
+        if (sig := last_stop()) is not None:
+            raise SystemExit(f"[{name}] stopped by {sig}; the same command resumes (finished stages are kept)")
+        if not result.success:
+            raise SystemExit(f"[{name}] the graph failed: see the errors above")
         wall = time.perf_counter() - t
         scores = store.query("SELECT model, accuracy FROM eval_scores WHERE experiment = ?", [name])
         acc = dict(zip(scores["model"], scores["accuracy"], strict=True))
