@@ -32,9 +32,9 @@ _TEMPLATES = {
 # A transfer between two people: "gives" means minus for the giver, plus for the receiver, so
 # reading the sign takes telling who gives to whom (a reasoning step, not arithmetic).
 _TRANSFER = {"+": "{other} gives {n} {q} {item}.", "-": "{n} gives {other} {q} {item}."}
-# Wordings whose first verb suggests the other operation ("gets", "buys" and "wins" are + in the
-# common templates, "gives", "sells" and "loses" are -): the sign is in the words after it. Each is
-# rare, a long tail a model learns late, as a language model's rare phrasings.
+# Wordings whose first verb suggests the other operation ("gets" and "buys" are + in the common
+# templates, "gives", "sells" and "loses" are -): the sign is in the words after it. Meant as a
+# rule learned late; the default's model learns them (benchmarks/results/task_probe_runs.csv).
 _MISLEADING = {
     "+": (
         "{n} is given {q} {item}.",
