@@ -40,6 +40,10 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=128, help="model width (the default's 128)")
     p.add_argument("--layers", type=int, default=2, help="model depth (the default's 2)")
     p.add_argument("--pass-n", type=int, default=0, help="also sample N per test question at T=1.0 and report pass@N (0 = skip)")
+    p.add_argument("--n-train", type=int, default=4800, help="train problems (fresh problems cost nothing: raise it with --steps)")
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on both; accuracies carry over, times do not)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="CSV the row is appended to")
     args = p.parse_args()
 
     import torch
@@ -53,14 +57,14 @@ def main() -> None:
     from sx_dagster.ml.tiny import build_tiny_model, save_tiny, train_tokenizer
 
     cfg = SyntheticConfig(**{"min_steps": 2, "max_steps": 3, **json.loads(args.cfg)})
-    train, test = generate_problems(4800, 0, cfg, "train"), generate_problems(400, 1, cfg, "test")
+    train, test = generate_problems(args.n_train, 0, cfg, "train"), generate_problems(400, 1, cfg, "test")
     tok = train_tokenizer([x.question + "\n" + x.rationale for x in train[:1500]], 512)
     torch.manual_seed(args.seed)
     model = build_tiny_model(
-        TinyModelConfig(hidden_size=args.hidden, num_layers=args.layers, num_heads=4, intermediate_size=4 * args.hidden, vocab_size=512),
+        TinyModelConfig(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads, intermediate_size=4 * args.hidden, vocab_size=512),
         tok,
         args.seed,
-    )
+    ).to(args.device)
 
     def fit(batches, steps: int, bs: int, lr: float, mask_prompt: bool) -> tuple[float, float]:
         opt = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -78,7 +82,7 @@ def main() -> None:
                 start = len(a) if mask_prompt else 0
                 ids[r, : len(q)], mask[r, : len(q)] = torch.tensor(q), 1
                 lab[r, start : len(q)] = torch.tensor(q[start:])
-            loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
+            loss = model(input_ids=ids.to(args.device), attention_mask=mask.to(args.device), labels=lab.to(args.device)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -106,7 +110,7 @@ def main() -> None:
     model.eval()
     with tempfile.TemporaryDirectory() as d:
         save_tiny(model, tok, d)
-        backend = HFBackend(d, "cpu", "float32", 256, prefix_cache=False)
+        backend = HFBackend(d, args.device, "float32", 256, prefix_cache=False)
         gens = backend.generate([question_prompt(x.question) for x in test], SamplingParams(1, 0.0, 1.0, 64, 0, "synthetic"))
         pass_n = None
         if args.pass_n:
@@ -135,12 +139,15 @@ def main() -> None:
     )
     note = "; ".join(
         ([f"model h{args.hidden} x {args.layers} layers"] if (args.hidden, args.layers) != (128, 2) else [])
+        + ([f"{args.heads} heads"] if args.heads != 4 else [])
+        + ([f"{args.n_train} train problems"] if args.n_train != 4800 else [])
+        + ([f"trained on {args.device}"] if args.device != "cpu" else [])
         + ([f"pass@{args.pass_n} {pass_n}"] if pass_n is not None else [])
         + ([f"transfer sign {sign_pct}% of {len(signs)}"] if signs else [])
     )
-    RESULTS.parent.mkdir(exist_ok=True)
-    new = not RESULTS.exists()
-    with RESULTS.open("a", newline="") as f:
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    new = not args.results.exists()
+    with args.results.open("a", newline="") as f:
         w = csv.writer(f)
         if new:
             w.writerow(
