@@ -28,15 +28,25 @@ GRID=(
   "p15-h128L2-2heads-b16-4k|--hidden 128 --layers 2 --heads 2 --batch 16 --lr 2e-3 --steps 4000 --n-train 32000"
   "p16-h256L4-b64-6k-lr1e-3|--hidden 256 --layers 4 --batch 64 --lr 1e-3 --steps 6000 --n-train 192000"
 )
+# GRID=seeds: SFT's spread over seeds against its length, on 1,000 test questions (issue 10's
+# "SFT within 3 points across 3 seeds"): the default's shape at 1,000 / 2,000 / 3,000 steps (run with PASS_N=0).
+if [ "${GRID_NAME:-capacity}" = seeds ]; then
+  GRID=()
+  for steps in 1000 2000 3000; do
+    for s in 0 1 2; do
+      GRID+=("v-h128L2-${steps}-s$s|--seed $s --hidden 128 --layers 2 --batch 16 --lr 2e-3 --steps $steps --n-train $((steps * 8)) --n-test 1000")
+    done
+  done
+fi
 jobs_file=/tmp/sx-probe-jobs.txt; : >"$jobs_file"
 for entry in "${GRID[@]}"; do echo "$entry" >>"$jobs_file"; done
 run_one() {
   IFS='|' read -r label args <<<"$1"
   # shellcheck disable=SC2086
   OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 $PY benchmarks/screens/task_probe.py --device "$DEVICE" --cfg "$CFG" $args \
-    --pass-n 8 --results "/tmp/sx-probe-csv/$label.csv" >"/tmp/sx-probe-logs/$label.log" 2>&1
+    --pass-n "${PASS_N:-8}" --results "/tmp/sx-probe-csv/$label.csv" >"/tmp/sx-probe-logs/$label.log" 2>&1
 }
-export -f run_one; export PY DEVICE CFG
+export -f run_one; export PY DEVICE CFG PASS_N=${PASS_N:-8}
 timeout "$LIMIT" xargs -P "$PAR" -d '\n' -I{} bash -c 'run_one "$@"' _ {} <"$jobs_file"
 echo "grid exit $?"
 for f in /tmp/sx-probe-csv/*.csv; do

@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=2, help="model depth (the default's 2)")
     p.add_argument("--pass-n", type=int, default=0, help="also sample N per test question at T=1.0 and report pass@N (0 = skip)")
     p.add_argument("--n-train", type=int, default=4800, help="train problems (fresh problems cost nothing: raise it with --steps)")
+    p.add_argument("--n-test", type=int, default=400)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on both; accuracies carry over, times do not)")
     p.add_argument("--results", type=Path, default=RESULTS, help="CSV the row is appended to")
@@ -57,7 +58,7 @@ def main() -> None:
     from sx_dagster.ml.tiny import build_tiny_model, save_tiny, train_tokenizer
 
     cfg = SyntheticConfig(**{"min_steps": 2, "max_steps": 3, **json.loads(args.cfg)})
-    train, test = generate_problems(args.n_train, 0, cfg, "train"), generate_problems(400, 1, cfg, "test")
+    train, test = generate_problems(args.n_train, 0, cfg, "train"), generate_problems(args.n_test, 1, cfg, "test")
     tok = train_tokenizer([x.question + "\n" + x.rationale for x in train[:1500]], 512)
     torch.manual_seed(args.seed)
     model = build_tiny_model(
@@ -141,6 +142,7 @@ def main() -> None:
         ([f"model h{args.hidden} x {args.layers} layers"] if (args.hidden, args.layers) != (128, 2) else [])
         + ([f"{args.heads} heads"] if args.heads != 4 else [])
         + ([f"{args.n_train} train problems"] if args.n_train != 4800 else [])
+        + ([f"{args.n_test} test problems"] if args.n_test != 400 else [])
         + ([f"trained on {args.device}"] if args.device != "cpu" else [])
         + ([f"pass@{args.pass_n} {pass_n}"] if pass_n is not None else [])
         + ([f"transfer sign {sign_pct}% of {len(signs)}"] if signs else [])
