@@ -10,6 +10,8 @@
   :func:`step` arms ``PR_SET_PDEATHSIG``: the kernel SIGKILLs the step the moment its run
   worker dies, so a ``kill -9`` of ``dagster asset materialize`` leaves nothing training that
   could later write a checkpoint or a lineage row. A watchdog thread covers kernels without it.
+  A training stage's Pipes subprocesses (launcher and workers) get the same through
+  :mod:`sx_dagster.parent`.
 - A stop asked for by SIGTERM/SIGINT (:class:`sx_dagster.stopping.StopRequested`) fails the step
   without a retry: Dagster's RetryPolicy would otherwise re-run an interrupted step.
 - :func:`mark_dead_runs_failed` ends the other half of that story: a run whose worker died
@@ -20,27 +22,23 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import multiprocessing
 import os
 import signal
 import socket
-import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import dagster as dg
 
+from sx_dagster.parent import die_with
 from sx_dagster.stopping import StopRequested, last_stop
 
 F = TypeVar("F", bound=Callable)
 
 HOST_TAG = "sx/worker_host"
 PID_TAG = "sx/worker_pid"
-_PR_SET_PDEATHSIG = 1
 
 
 def permanent_reason(exc: BaseException) -> str | None:
@@ -148,21 +146,11 @@ def die_with_parent() -> bool:
     if _armed:
         return True
     _armed = True
-    ppid = os.getppid()  # the process that started this one (a forkserver's child: the forkserver)
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if not parent.is_alive():  # the parent died before the signal was armed
+    # The process that started this one (a forkserver's child: the forkserver) and, below, the
+    # run worker itself: either one's death ends the step.
+    die_with(os.getppid())
+    if not parent.is_alive():  # the run worker died before the signal was armed
         os.kill(os.getpid(), signal.SIGKILL)
-
-    def watch() -> None:  # for kernels without PDEATHSIG; on Linux the signal comes first
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != ppid:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="sx-parent-watchdog", daemon=True).start()
     return True
 
 

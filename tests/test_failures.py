@@ -5,7 +5,9 @@ a run launched through a code server, the run-retry daemon's own consume functio
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +24,7 @@ import pytest
 from sx_dagster.config import ConfigError
 from sx_dagster.core.tasks import DatasetError
 from sx_dagster.failures import mark_dead_runs_failed, permanent_reason
+from sx_dagster.parent import ANCESTORS_ENV
 from sx_dagster.resources import LineageStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,6 +148,20 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _cmdline(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:  # gone, or a zombie: a short-lived step process of the run
+        return ""
+
+
 def test_step_process_dies_with_its_killed_parent_and_the_run_is_marked_failed(tmp_path):
     experiments = _experiments(
         tmp_path,
@@ -198,6 +215,98 @@ def test_step_process_dies_with_its_killed_parent_and_the_run_is_marked_failed(t
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
     assert instance.event_log_storage.get_concurrency_info("gpu").claimed_slots == []  # the GPU slot is free again
     assert mark_dead_runs_failed(instance) == []
+
+
+@pytest.mark.parametrize("distributed", ["{subprocess: true}", "{num_processes: 2}"], ids=["pipes-job", "torchrun-2-workers"])
+def test_pipes_training_processes_die_with_a_killed_run(tmp_path, distributed):
+    """A training stage run as a Pipes subprocess (the GPU path: ``accelerate launch``; here
+    torchrun on CPU, or the job alone) must not outlive its run: an orphaned trainer keeps its
+    GPU memory and would write into the checkpoint folder of the next attempt."""
+    experiments = _experiments(
+        tmp_path,
+        f"""
+        slowpipes:
+          model: {{name: tiny, tiny: {TINY}}}
+          task: {{name: synthetic, n_train: 96, n_test: 4, seed: 5}}
+          sft: {{epochs: 200, batch_size: 8, max_length: 128}}
+          distributed: {distributed}
+        """,
+    )
+    env = _env(tmp_path, experiments)
+    workers = 2 if "num_processes" in distributed else 1
+    log = tmp_path / "materialize.log"
+    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "sx_dagster.definitions"]
+    cmd += ["--select", "task_dataset,base_model,sft_checkpoint", "--partition", "slowpipes"]
+    with log.open("w") as out:
+        parent = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 400
+        while True:
+            jobs = [p for p in _descendants(parent.pid) if "sx_dagster.ml.train_job" in _cmdline(p)]
+            if len(jobs) >= workers and re.search(r"step \d+/\d+ \{", log.read_text()):  # its trainer's steps, through Pipes
+                break
+            assert parent.poll() is None, log.read_text()[-3000:]
+            assert time.time() < deadline, "the training job never started"
+            time.sleep(0.5)
+        procs = _descendants(parent.pid)  # step process, launcher (torchrun), training workers
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        t0 = time.perf_counter()
+        while any(map(_running, procs)) and time.perf_counter() - t0 < 30:
+            time.sleep(0.05)
+        orphan_seconds = time.perf_counter() - t0
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    left = [f"{p.pid}: {_cmdline(p)[:100]}" for p in procs if _running(p)]
+    for p in procs:  # only our own orphans, so a failing run does not leave them behind
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    print(f"{len(procs)} processes under the run gone {orphan_seconds:.2f} s after kill -9 of the run")
+    assert not left, left
+    assert orphan_seconds < 5
+    assert not (tmp_path / "checkpoints" / "slowpipes" / "sft_checkpoint").exists()
+
+
+_WORKER = "from sx_dagster.parent import die_with_run; die_with_run(); print('armed', flush=True); import time; time.sleep(60)"
+
+
+def test_a_worker_dies_with_its_guarded_launcher_and_at_once_if_that_is_already_gone():
+    """The two halves of ``sx_dagster.parent`` without Dagster: a launcher started through
+    ``guarded`` (as torchrun / accelerate are) dies with its parent and its worker dies with it;
+    a worker that arms after an ancestor died (still importing when the run was killed) dies at once."""
+    launcher = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {_WORKER!r}]); time.sleep(60)"
+    middle = "import subprocess, sys, time; from sx_dagster.parent import guarded; "
+    middle += f"subprocess.Popen(guarded([sys.executable, '-c', {launcher!r}])); time.sleep(60)"
+    step = subprocess.Popen([sys.executable, "-c", middle], cwd=ROOT)
+    try:
+        deadline = time.time() + 60
+        while len(procs := _descendants(step.pid)) < 2:  # the launcher and its worker
+            assert time.time() < deadline, "launcher and worker never started"
+            time.sleep(0.1)
+        time.sleep(3)  # the worker imports and arms
+        assert not any("-m sx_dagster.parent" in _cmdline(p) for p in procs)  # the guard exec'd the launcher
+        step.kill()
+        step.wait()
+        t0 = time.perf_counter()
+        while any(map(_running, procs)) and time.perf_counter() - t0 < 10:
+            time.sleep(0.05)
+        assert not any(map(_running, procs)), [_cmdline(p) for p in procs if _running(p)]
+        assert time.perf_counter() - t0 < 3  # the kernel's signal, not the 1 s watchdog twice over
+    finally:
+        for p in _descendants(step.pid):
+            p.kill()
+        step.kill()
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    env = {**os.environ, ANCESTORS_ENV: f"{os.getpid()},{gone.pid}"}
+    late = subprocess.run([sys.executable, "-c", _WORKER], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert late.returncode == -signal.SIGKILL and "armed" not in late.stdout
+    env[ANCESTORS_ENV] = str(os.getpid())  # its ancestors alive: it runs
+    code = _WORKER.replace("time.sleep(60)", "pass")
+    ok = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "armed" in ok.stdout, ok.stderr[-2000:]
 
 
 def _upstream_without_pairs(tmp: Path) -> None:

@@ -62,7 +62,9 @@ def main() -> None:
     tok = train_tokenizer([x.question + "\n" + x.rationale for x in train[:1500]], 512)
     torch.manual_seed(args.seed)
     model = build_tiny_model(
-        TinyModelConfig(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads, intermediate_size=4 * args.hidden, vocab_size=512),
+        TinyModelConfig(
+            hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads, intermediate_size=4 * args.hidden, vocab_size=512
+        ),
         tok,
         args.seed,
     ).to(args.device)

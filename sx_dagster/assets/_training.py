@@ -14,6 +14,7 @@ import dagster as dg
 
 from sx_dagster.assets._stage import Stage
 from sx_dagster.config import DistributedSection
+from sx_dagster.parent import guarded
 
 
 def parallel_args(dist: DistributedSection) -> dict:
@@ -130,7 +131,10 @@ def run_training(
     cmd = launch_command(exp.distributed, precision.device, spec)
     stage.log(f"launching {kind} as a Pipes subprocess: {' '.join(cmd)}")
     try:
-        invocation = dg.PipesSubprocessClient().run(context=stage.context, command=cmd, extras={"experiment": exp.name, "kind": kind})
+        # guarded: the launcher (torchrun, accelerate) dies with this step; its workers arm the same
+        invocation = dg.PipesSubprocessClient().run(
+            context=stage.context, command=guarded(cmd), extras={"experiment": exp.name, "kind": kind}
+        )
         messages = [m["train_result"] for m in invocation.get_custom_messages() if isinstance(m, dict) and "train_result" in m]
         raw = messages[-1] if messages else json.loads((job_dir / "result.json").read_text())
     finally:

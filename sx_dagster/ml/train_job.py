@@ -23,6 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sx_dagster.config import DPOSection, LoRASection, RFTSection, TrainSection
+from sx_dagster.parent import die_with_run
 
 # The section classes a spec may carry, by name: the name travels with the section so that
 # an RFTSection comes back as an RFTSection (a TrainSection forbids RFT's extra fields).
@@ -107,6 +108,9 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
+    # Die with whoever started this job (the step, or torchrun / accelerate for a worker): a
+    # trainer must not outlive its run (sx_dagster.parent).
+    die_with_run()
     spec = read_spec(Path(argv[1]))
     rank = int(os.environ.get("RANK", "0"))
     from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
