@@ -162,6 +162,24 @@ def _cmdline(p: psutil.Process) -> str:
         return ""
 
 
+def _materialize_sft(env: dict, partition: str, log: Path) -> subprocess.Popen:
+    """``dagster asset materialize`` up to SFT of ``partition``, output to ``log``."""
+    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "sx_dagster.definitions"]
+    cmd += ["--select", "task_dataset,base_model,sft_checkpoint", "--partition", partition]
+    with log.open("w") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _kill_and_time(parent: subprocess.Popen, procs: list[psutil.Process]) -> float:
+    """``kill -9`` the run; seconds until none of ``procs`` runs (30 at most)."""
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    t0 = time.perf_counter()
+    while any(map(_running, procs)) and time.perf_counter() - t0 < 30:
+        time.sleep(0.05)
+    return time.perf_counter() - t0
+
+
 def test_step_process_dies_with_its_killed_parent_and_the_run_is_marked_failed(tmp_path):
     experiments = _experiments(
         tmp_path,
@@ -174,10 +192,7 @@ def test_step_process_dies_with_its_killed_parent_and_the_run_is_marked_failed(t
     )
     env = _env(tmp_path, experiments)
     log = tmp_path / "materialize.log"
-    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "sx_dagster.definitions"]
-    cmd += ["--select", "task_dataset,base_model,sft_checkpoint", "--partition", "slow"]
-    with log.open("w") as out:
-        parent = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    parent = _materialize_sft(env, "slow", log)
     try:
         deadline = time.time() + 400
         while "sft training:" not in log.read_text() or "fine-tuning" not in log.read_text():
@@ -187,16 +202,11 @@ def test_step_process_dies_with_its_killed_parent_and_the_run_is_marked_failed(t
         time.sleep(3)  # well inside the optimizer loop
         steps = _descendants(parent.pid)
         assert steps, "no step process under the run worker"
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
-        t0 = time.perf_counter()
-        while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in steps) and time.perf_counter() - t0 < 30:
-            time.sleep(0.05)
-        orphan_seconds = time.perf_counter() - t0
+        orphan_seconds = _kill_and_time(parent, steps)
     finally:
         if parent.poll() is None:
             parent.kill()
-    left = [p.pid for p in steps if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    left = [p.pid for p in steps if _running(p)]
     for p in left:  # only our own orphans, by pid, so a failing run does not leave them behind
         os.kill(p, signal.SIGKILL)
     print(f"orphan step processes gone {orphan_seconds:.2f} s after kill -9 of the parent")
@@ -235,10 +245,7 @@ def test_pipes_training_processes_die_with_a_killed_run(tmp_path, distributed):
     env = _env(tmp_path, experiments)
     workers = 2 if "num_processes" in distributed else 1
     log = tmp_path / "materialize.log"
-    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "sx_dagster.definitions"]
-    cmd += ["--select", "task_dataset,base_model,sft_checkpoint", "--partition", "slowpipes"]
-    with log.open("w") as out:
-        parent = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    parent = _materialize_sft(env, "slowpipes", log)
     try:
         deadline = time.time() + 400
         while True:
@@ -249,12 +256,7 @@ def test_pipes_training_processes_die_with_a_killed_run(tmp_path, distributed):
             assert time.time() < deadline, "the training job never started"
             time.sleep(0.5)
         procs = _descendants(parent.pid)  # step process, launcher (torchrun), training workers
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
-        t0 = time.perf_counter()
-        while any(map(_running, procs)) and time.perf_counter() - t0 < 30:
-            time.sleep(0.05)
-        orphan_seconds = time.perf_counter() - t0
+        orphan_seconds = _kill_and_time(parent, procs)
     finally:
         if parent.poll() is None:
             parent.kill()
