@@ -28,13 +28,15 @@ GRID=(
   "p15-h128L2-2heads-b16-4k|--hidden 128 --layers 2 --heads 2 --batch 16 --lr 2e-3 --steps 4000 --n-train 32000"
   "p16-h256L4-b64-6k-lr1e-3|--hidden 256 --layers 4 --batch 64 --lr 1e-3 --steps 6000 --n-train 192000"
 )
-# GRID=seeds: SFT's spread over seeds against its length, on 1,000 test questions (issue 10's
-# "SFT within 3 points across 3 seeds"): the default's shape at 1,000 / 2,000 / 3,000 steps (run with PASS_N=0).
+# GRID_NAME=seeds: SFT's spread over seeds against its length, on 1,000 test questions (issue 10's
+# "SFT within 3 points across 3 seeds"): the default's shape at 1,000 / 1,500 / 2,000 / 3,000
+# steps of lr 2e-3 and 1,000 / 1,500 of lr 3e-3, two epochs each (run with PASS_N=0).
 if [ "${GRID_NAME:-capacity}" = seeds ]; then
   GRID=()
-  for steps in 1000 2000 3000; do
+  for run in "1000 2e-3" "1500 2e-3" "2000 2e-3" "3000 2e-3" "1000 3e-3" "1500 3e-3"; do
+    read -r steps lr <<<"$run"
     for s in 0 1 2; do
-      GRID+=("v-h128L2-${steps}-s$s|--seed $s --hidden 128 --layers 2 --batch 16 --lr 2e-3 --steps $steps --n-train $((steps * 8)) --n-test 1000")
+      GRID+=("v-h128L2-${steps}-lr${lr}-s$s|--seed $s --hidden 128 --layers 2 --batch 16 --lr $lr --steps $steps --n-train $((steps * 8)) --n-test 1000")
     done
   done
 fi
