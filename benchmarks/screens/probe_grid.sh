@@ -8,8 +8,9 @@ set -u
 DEVICE=${1:-cuda}; OUT_DIR=${2:-/tmp/sx-probe}; PAR=${3:-16}; LIMIT=${4:-420}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT_DIR" /tmp/sx-probe-logs /tmp/sx-probe-csv
-# The default's task (experiments.yaml tiny-synthetic); n-train = two epochs of the steps unless named.
-CFG='{"max_start": 10, "max_operand": 5, "max_factor": 2, "max_value": 30, "distractor_prob": 0.5, "transfer_prob": 0.5}'
+# The default's task, read from experiments.yaml (tiny-synthetic); n-train = two epochs of the steps unless named.
+CFG=$($PY -c "import dataclasses, json; from sx_dagster.config import get_experiment
+print(json.dumps(dataclasses.asdict(get_experiment('tiny-synthetic').task.synthetic)))") || exit 1
 GRID=(
   "p01-h128L2-b16-1k|--hidden 128 --layers 2 --batch 16 --lr 2e-3 --steps 1000 --n-train 8000"
   "p02-h128L2-b16-2k|--hidden 128 --layers 2 --batch 16 --lr 2e-3 --steps 2000 --n-train 16000"
