@@ -70,6 +70,12 @@ class TaskSection(_Section):
     hub_test_dataset: str | None = Field(None, description="Hub dataset for the test split; None = hub_dataset")
     n_train: int | None = Field(None, ge=1, description="questions used for training (None = all)")
     n_test: int | None = Field(None, ge=1, description="test questions evaluated (None = all)")
+    n_dev: int = Field(
+        0,
+        ge=0,
+        description="dev questions held out of the training data, for choosing hyperparameters (eval.split: dev); never trained "
+        "on, never the test set. Synthetic: a third generator stream; GSM8K/MATH: the last n_dev rows of the training data",
+    )
     seed: int = 0
     synthetic: SyntheticConfig = Field(SyntheticConfig(), description="difficulty knobs of the synthetic task (sx_dagster.core.synthetic)")
 
@@ -172,6 +178,9 @@ class DPOSection(_Section):
 class EvalSection(_Section):
     max_new_tokens: int = Field(512, ge=1)
     batch_size: int = Field(64, ge=1)
+    split: Literal["test", "dev"] = Field(
+        "test", description="the split eval_scores grades: test for the report, dev (task.n_dev > 0) while choosing hyperparameters"
+    )
 
 
 class LoRASection(_Section):
@@ -242,6 +251,12 @@ class ExperimentConfig(_Section):
         if not v or not all(c.isalnum() or c in "-_." for c in v):
             raise ValueError(f"experiment name {v!r} must be letters, digits, '-', '_' or '.'")
         return v
+
+    @model_validator(mode="after")
+    def _dev_split_exists(self) -> ExperimentConfig:
+        if self.eval.split == "dev" and self.task.n_dev == 0:
+            raise ValueError("eval.split is dev but task.n_dev is 0: set task.n_dev to hold dev questions out of the training data")
+        return self
 
     def section_dump(self, *paths: str) -> dict:
         """The config a stage reads, for fingerprints and lineage rows: the fields at the dotted

@@ -60,6 +60,10 @@ def _write(tmp_path, text):
             r"explore\.strategy",
         ),
         ("experiments:\n  'bad name':\n    model: {name: tiny}\n    task: {name: synthetic, n_train: 1, n_test: 1}\n", "must be letters"),
+        (
+            "experiments:\n  x:\n    model: {name: tiny}\n    task: {name: synthetic, n_train: 1, n_test: 1}\n    eval: {split: dev}\n",
+            "eval.split is dev but task.n_dev is 0",
+        ),
     ],
 )
 def test_bad_files_name_file_experiment_and_field(tmp_path, text, match):

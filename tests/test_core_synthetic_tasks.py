@@ -20,7 +20,7 @@ from sx_dagster.core.synthetic import (
     transfer_sign,
     true_first_error,
 )
-from sx_dagster.core.tasks import DatasetError, load_jsonl, synthetic_examples
+from sx_dagster.core.tasks import DatasetError, carve_dev, load_jsonl, synthetic_examples, synthetic_split
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -151,6 +151,24 @@ def test_synthetic_examples_disjoint_splits():
     train, test = synthetic_examples(30, 1, "train"), synthetic_examples(30, 2, "test")
     assert not {e.id for e in train} & {e.id for e in test}
     assert json.loads(train[0].meta)["ops"]
+
+
+def test_dev_split_is_its_own_stream_and_carving_keeps_nothing_twice():
+    cfg = SyntheticConfig(max_steps=3)
+    dev = synthetic_split(40, 0, "dev", cfg)
+    # dev does not move when n_train does, and shares no id or problem with train or test
+    assert [e.question for e in dev] == [e.question for e in synthetic_split(40, 0, "dev", cfg)]
+    train, test = synthetic_split(200, 0, "train", cfg), synthetic_split(200, 0, "test", cfg)
+    assert {e.split for e in dev} == {"dev"} and not {e.id for e in dev} & {e.id for e in train + test}
+    assert [e.question for e in train[:40]] != [e.question for e in dev]
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        synthetic_split(4, 0, "val", cfg)
+    rows = synthetic_examples(10, 3, "train")
+    kept, carved = carve_dev(rows, 3, "somewhere")
+    assert [e.id for e in kept + carved] == [e.id for e in rows] and {e.split for e in carved} == {"dev"} and len(kept) == 7
+    assert carve_dev(rows, 0, "somewhere") == (rows, [])
+    with pytest.raises(DatasetError, match="somewhere: n_dev = 10 leaves no training questions"):
+        carve_dev(rows, 10, "somewhere")
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not beside the checkout")

@@ -220,7 +220,10 @@ def test_task_dataset_from_local_gsm8k_and_math_jsonl(tmp_path):
     assert _materialize(tmp_path, "gsm8k-shared", selection=["task_dataset"]).success
     store = LineageStore(database=str(tmp_path / "sx.duckdb"))
     q = store.query("SELECT split, count(*) AS n FROM questions WHERE experiment = 'gsm8k-shared' GROUP BY 1 ORDER BY 1")
-    assert q.to_dict("list") == {"split": ["test", "train"], "n": [20, 50]}
+    # n_dev: 10 carves the dev rows off the end of the training rows it reads (50 + 10)
+    assert q.to_dict("list") == {"split": ["dev", "test", "train"], "n": [10, 20, 50]}
+    ids = store.query("SELECT split, id FROM questions WHERE experiment = 'gsm8k-shared' AND split <> 'test' ORDER BY id")
+    assert sorted(ids[ids["split"] == "dev"]["id"], key=lambda i: int(i.rsplit("-", 1)[1]))[0] == "gsm8k-train-50"
     assert _materialize(tmp_path, "math-shared", selection=["task_dataset"]).success
     assert _count(store, "questions", "math-shared") == 40
 

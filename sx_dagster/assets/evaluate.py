@@ -1,4 +1,4 @@
-"""eval_scores: greedy test accuracy of base (few-shot), SFT, RFT, outcome DPO and
+"""eval_scores: greedy test (or, while choosing hyperparameters, dev) accuracy of base (few-shot), SFT, RFT, outcome DPO and
 Self-Explore (paper §4, Table 1), stored per question and as a table. On the synthetic task,
 whose every step is checkable, also how many rationales have every step right: the paper
 grades the final answer only, and a wrong step can still land on the right one."""
@@ -46,9 +46,10 @@ def eval_scores(
         return skip
     from sx_dagster.ml.generation import SamplingParams
 
-    exp, task = stage.exp, stage.exp.task.name
+    exp, task, split = stage.exp, stage.exp.task.name, stage.exp.eval.split
+    # eval.split: dev while hyperparameters are chosen, test (read once per configuration) for the report.
     test = lineage.query(
-        "SELECT id, question, answer, meta FROM questions WHERE experiment = ? AND split = 'test' ORDER BY id", [stage.name]
+        "SELECT id, question, answer, meta FROM questions WHERE experiment = ? AND split = ? ORDER BY id", [stage.name, split]
     )
     problems = {q: SyntheticProblem.from_json(m) for q, m in zip(test["id"], test["meta"], strict=True)} if task == "synthetic" else {}
     shots = lineage.query(
@@ -57,12 +58,13 @@ def eval_scores(
     )
     shot_pairs = list(zip(shots["question"], shots["rationale"], strict=True))
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=exp.eval.max_new_tokens, seed=exp.seed, task=task)
-    preds, scores = [], []
+    preds, scores, tokens, seconds = [], [], 0, 0.0
     for label, asset in MODELS.items():
         path, ckpt = stage.input_checkpoint(asset)
         prompts = [few_shot_prompt(q, shot_pairs) if asset == "base_model" else question_prompt(q) for q in test["question"]]
         backend = generator.load(path, accelerator, exp.eval.batch_size, trust_remote_code=exp.model.trust_remote_code)
         outs = backend.generate(prompts, params)
+        tokens, seconds = tokens + backend.stats.generated_tokens, seconds + backend.stats.seconds
         backend.close()
         n_ok, n_steps = 0, 0
         for qid, gold, gens in zip(test["id"], test["answer"], outs, strict=True):
@@ -79,6 +81,8 @@ def eval_scores(
                     gold=gold,
                     correct=ok,
                     steps_right=steps_right,
+                    n_tokens=gens[0].n_tokens,
+                    split=split,
                     checkpoint_id=ckpt,
                     parent_id=qid,
                 )
@@ -91,11 +95,12 @@ def eval_scores(
                 n_correct=n_ok,
                 accuracy=acc,
                 n_steps_right=n_steps if problems else None,
+                split=split,
                 checkpoint_id=ckpt,
                 parent_id=ckpt,
             )
         )
-        stage.log(f"{label}: {acc:.1%} ({n_ok}/{len(test)})" + (f", every step right {n_steps}" if problems else ""))
+        stage.log(f"{label}: {acc:.1%} ({n_ok}/{len(test)} {split})" + (f", every step right {n_steps}" if problems else ""))
     writes = {"eval_predictions": pd.DataFrame(preds), "eval_scores": pd.DataFrame(scores)}
     for df in writes.values():
         df["experiment"], df["run_id"] = stage.name, stage.run_id
@@ -104,9 +109,11 @@ def eval_scores(
     meta = {f"accuracy/{s['model']}": round(s["accuracy"], 4) for s in scores}
     if problems:
         meta.update({f"steps_right/{s['model']}": round(s["n_steps_right"] / max(len(test), 1), 4) for s in scores})
-    meta["n_test"] = len(test)
+    meta["n_test" if split == "test" else "n_dev"] = len(test)
+    meta["split"] = split
+    meta["generated_tokens_per_s"] = round(tokens / seconds, 1) if seconds else None
     meta["table"] = dg.MetadataValue.md(table)
-    meta["chart"] = bar_plot([s["model"] for s in scores], [100 * s["accuracy"] for s in scores], "test accuracy", "%", ymax=100)
+    meta["chart"] = bar_plot([s["model"] for s in scores], [100 * s["accuracy"] for s in scores], f"{split} accuracy", "%", ymax=100)
     return stage.done(meta)
 
 

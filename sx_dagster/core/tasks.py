@@ -32,7 +32,7 @@ class DatasetError(ValueError):
 @dataclass(frozen=True)
 class TaskExample:
     id: str
-    split: str  # "train" or "test"
+    split: str  # "train", "dev" (held out of the training data, for choosing hyperparameters) or "test"
     question: str
     rationale: str | None  # gold rationale in the model's output format, if the task has one
     answer: str  # gold final answer, normalized
@@ -133,9 +133,29 @@ def load_jsonl(path: str | Path, task: str, split: str, limit: int | None = None
     return out
 
 
+# The synthetic task's generator seeds per split: train and test as they always were, dev from
+# a third stream (an i.i.d. sample of the training distribution that is neither trained on nor the
+# test set; drawn apart so that changing n_train leaves it unchanged).
+_DEV_SEED = 1_000_000
+
+
 def synthetic_split(n: int, task_seed: int, split: str, config: SyntheticConfig | None = None) -> list[TaskExample]:
-    """The synthetic task's ``split`` for ``task.seed``: train and test from disjoint seeds."""
-    return synthetic_examples(n, task_seed * 2 + (split == "test"), split, config)
+    """The synthetic task's ``split`` ("train", "dev" or "test") for ``task.seed``, each from its own seed."""
+    seeds = {"train": task_seed * 2, "test": task_seed * 2 + 1, "dev": _DEV_SEED + task_seed}
+    if split not in seeds:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(seeds)}")
+    return synthetic_examples(n, seeds[split], split, config)
+
+
+def carve_dev(train: list[TaskExample], n_dev: int, where: str) -> tuple[list[TaskExample], list[TaskExample]]:
+    """(train, dev): the last ``n_dev`` training examples become the dev split, never trained on.
+    Too few training rows to leave any for training is an error naming ``where``."""
+    if n_dev <= 0:
+        return train, []
+    if n_dev >= len(train):
+        raise DatasetError(f"{where}: n_dev = {n_dev} leaves no training questions (the training data has {len(train)})")
+    dev = [TaskExample(e.id, "dev", e.question, e.rationale, e.answer, e.meta) for e in train[-n_dev:]]
+    return train[:-n_dev], dev
 
 
 def synthetic_examples(n: int, seed: int, split: str, config: SyntheticConfig | None = None) -> list[TaskExample]:
