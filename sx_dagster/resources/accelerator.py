@@ -15,14 +15,14 @@ class AcceleratorResource(dg.ConfigurableResource):
     """Device and dtype for training and generation.
 
     ``auto`` picks CUDA when present, else CPU. dtype ``auto``: on GPU bf16 weights where
-    supported, else fp16; on CPU bf16 autocast over fp32 weights only where the CPU has native
-    bf16 (AVX512-BF16 or AMX: ~2x faster than fp32 on 2 cores), else fp32 (emulated bf16 is
-    ~17x slower). The choice is logged and recorded in each training stage's metadata.
+    supported, else fp16; on every CPU fp32 (bf16 autocast was no faster for the tiny default
+    even with native bf16, and emulated bf16 is ~17x slower; ``bfloat16`` turns it on). The
+    choice is logged and recorded in each training stage's metadata.
     """
 
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto = bf16/fp16 on GPU; on CPU bf16 autocast only with native bf16, else float32"
+        "auto", description="auto = bf16/fp16 on GPU, float32 on CPU; bfloat16 on a CPU = bf16 autocast (fast only with native bf16)"
     )
     gradient_checkpointing: bool = Field(False, description="trade compute for memory in training (large models)")
 
