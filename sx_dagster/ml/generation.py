@@ -114,21 +114,19 @@ class _StopAtAnswer(StoppingCriteria):
     def __init__(self, tokenizer, prompt_len: int, task: str) -> None:
         self.tokenizer, self.prompt_len, self.task = tokenizer, prompt_len, task
         self.texts: list[str] = []
-        self.done: torch.Tensor | None = None
+        self.done: list[bool] | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         if self.done is None:
             self.texts = [""] * input_ids.shape[0]
-            self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        if input_ids.shape[1] <= self.prompt_len:
-            return self.done.clone()
-        last = self.tokenizer.batch_decode(input_ids[:, -1:], skip_special_tokens=True)
-        for i, piece in enumerate(last):
-            if not self.done[i]:
-                self.texts[i] += piece
-                if answer_complete(self.texts[i][-200:], self.task):
-                    self.done[i] = True
-        return self.done.clone()
+            self.done = [False] * input_ids.shape[0]  # on the host: one transfer per step, not one sync per row
+        if input_ids.shape[1] > self.prompt_len:
+            last = self.tokenizer.batch_decode(input_ids[:, -1:], skip_special_tokens=True)
+            for i, piece in enumerate(last):
+                if not self.done[i]:
+                    self.texts[i] += piece
+                    self.done[i] = answer_complete(self.texts[i][-200:], self.task)
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
 class _PrefixCache:

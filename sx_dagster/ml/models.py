@@ -120,7 +120,9 @@ def load_model(
     """
     check_remote_code(name_or_path, trust_remote_code)
     torch_dtype = DTYPES[dtype] if device != "cpu" else torch.float32
-    kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    # use_kernels=False: transformers >= 5.25 swaps layers for kernels fetched from the Hub by default
+    # (a download at run time, and other numerics); every stage computes with the model's own layers.
+    kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code, "use_kernels": False}
     if four_bit:
         if device == "cpu":
             raise ModelLoadError(f"cannot load {str(name_or_path)!r} in 4-bit on CPU: QLoRA (lora.qlora) needs a CUDA device")
