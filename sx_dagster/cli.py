@@ -138,8 +138,7 @@ def run(experiment: str, select: str | None = None) -> int:
 
 def estimate(experiment: str, device: str | None = None, devices: int | None = None) -> int:
     from sx_dagster.config import get_experiment
-    from sx_dagster.core.estimate import DEVICES, estimate, format_estimate
-    from sx_dagster.ml.models import model_shape
+    from sx_dagster.core.estimate import DEVICES, format_estimate
 
     exp = get_experiment(experiment)
     if device is None:
@@ -147,6 +146,16 @@ def estimate(experiment: str, device: str | None = None, devices: int | None = N
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     devices = devices or exp.distributed.num_processes
+    rows, params = experiment_estimate(exp, device, devices)
+    print(format_estimate(rows, params, device, devices, DEVICES[device].memory_gb))
+    return 0
+
+
+def experiment_estimate(exp, device: str, devices: int):
+    """(per-stage estimates, parameter count) of an experiment on ``devices`` x ``device``."""
+    from sx_dagster.core.estimate import estimate
+    from sx_dagster.ml.models import model_shape
+
     shape = model_shape(exp)
     n_train = exp.task.n_train or {"gsm8k": 7473, "math": 7500, "synthetic": 1000}[exp.task.name]
     n_test = exp.task.n_test or {"gsm8k": 1319, "math": 500, "synthetic": 1000}[exp.task.name]
@@ -155,10 +164,9 @@ def estimate(experiment: str, device: str | None = None, devices: int | None = N
         {"sft": exp.sft.epochs, "rft": exp.rft.epochs, "dpo": exp.dpo.epochs},
         lora=exp.lora.r > 0, qlora=exp.lora.qlora, zero=_zero(exp.distributed),
         batches={k: (getattr(exp, k).batch_size, getattr(exp, k).grad_accum) for k in ("sft", "rft", "dpo")},
-        include_gold=exp.rft.include_gold,
+        include_gold=exp.rft.include_gold, sampled_questions=min(exp.sampling.questions or n_train, n_train),
     )  # fmt: skip
-    print(format_estimate(rows, shape.params, device, devices, DEVICES[device].memory_gb))
-    return 0
+    return rows, shape.params
 
 
 def _zero(dist) -> int:

@@ -11,6 +11,7 @@ import ast
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -185,6 +186,7 @@ class Stage:
             "files": {f: file_digest(f) for f in self._task_files()} if task_files else {},
         }
         self.fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        _gpu_memory(reset=True)  # this stage's peak, not the previous in-process stage's
 
     def _task_files(self) -> list[str]:
         # a missing file is left to the loader, which names it
@@ -270,6 +272,8 @@ class Stage:
         checkpoint_hash: str | None = None,
         check_results: list[dg.AssetCheckResult] | None = None,
     ) -> dg.MaterializeResult:
+        if (peak := _gpu_memory()) is not None:
+            metadata = {**metadata, "peak_gpu_memory_gib": peak}
         plain = {k: v for k, v in metadata.items() if isinstance(v, (int, float, str, bool)) or v is None}
         self.lineage.record_lineage(
             self.name,
@@ -291,6 +295,18 @@ class Stage:
             meta["checkpoint_path"] = dg.MetadataValue.path(checkpoint_path)
         checks = name_experiment(check_results or [], self.name) or None
         return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(self.fingerprint), check_results=checks)
+
+
+def _gpu_memory(reset: bool = False) -> float | None:
+    """The peak CUDA memory (GiB) allocated since the last reset, where this process has used
+    CUDA (never initialises it: a CPU stage, or one before any model loaded, reports None)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**30, 3)
 
 
 def name_experiment(results: list[dg.AssetCheckResult], experiment: str) -> list[dg.AssetCheckResult]:

@@ -71,9 +71,11 @@ def first_pit_labels(
         return {"explorations": x, "pits": p}
 
     load = lambda: generator.load(explorer_path, accelerator, exp.gen_batch_size, stage.log, exp.model.trust_remote_code)  # noqa: E731
-    _, resumed = run_chunks(stage, lineage, ["explorations", "pits"], chunks, load, explore_chunk)
+    gen_stats, resumed = run_chunks(stage, lineage, ["explorations", "pits"], chunks, load, explore_chunk)
     pits = lineage.query("SELECT * FROM pits WHERE experiment = ?", [stage.name])
     meta = pit_metadata(pits, len(chunks), resumed)
+    if gen_stats is not None:
+        meta["generated_tokens_per_s"] = round(gen_stats.tokens_per_second(), 1)
     done = lineage.query(
         "SELECT x.pair_id, x.text FROM explorations x JOIN pits t ON t.experiment = x.experiment AND t.pair_id = x.pair_id "
         "AND x.step = t.pit - 1 WHERE x.experiment = ? AND x.correct ORDER BY x.pair_id, x.idx",

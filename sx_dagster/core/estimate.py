@@ -126,10 +126,12 @@ def estimate(
     zero: int = 0,
     batches: dict[str, tuple[int, int]] | None = None,
     include_gold: bool = True,
+    sampled_questions: int | None = None,
 ) -> list[StageEstimate]:
     """Per-stage tokens, time, memory and optimizer steps of one experiment (``epochs``: sft,
     rft, dpo; ``batches``: per-device batch and accumulation of each, over ``devices`` processes;
-    ``include_gold``: RFT trains on the gold rationales too)."""
+    ``include_gold``: RFT trains on the gold rationales too; ``sampled_questions``: the training
+    questions sampled and explored, ``sampling.questions``; None = all)."""
     dev = DEVICES[device]
     p = shape.params
     seq, comp = TASK_TOKENS[task]
@@ -137,9 +139,10 @@ def estimate(
     train_s = lambda tokens, flops_per_token=6: flops_per_token * p * tokens / (dev.train_flops * devices)  # noqa: E731
     gen_mem = 2.0 * p / 1e9  # bf16 weights on each device (data-parallel generation); the KV cache takes the rest
     sft_tokens = n_train * seq * epochs["sft"]
-    rft_rows = n_train * (2 + int(include_gold))  # ~2 kept samples per question (+ the gold rationale)
+    sampled = n_train if sampled_questions is None else sampled_questions
+    rft_rows = 2 * sampled + n_train * int(include_gold)  # ~2 kept samples per sampled question (+ every gold rationale)
     rft_tokens = rft_rows * seq * epochs["rft"]
-    pairs = 0.4 * n_train  # D_pair: questions with both a correct and a wrong sample
+    pairs = 0.4 * sampled  # D_pair: questions with both a correct and a wrong sample
     dpo_tokens = pairs * 2 * seq * epochs["dpo"]
     batches = batches or {}
 
@@ -147,7 +150,7 @@ def estimate(
         bs, accum = batches.get(stage, (1, 1))
         return optimizer_steps(math.ceil(rows), bs, accum, devices, epochs[stage]) if stage in batches else 0
 
-    sample_tokens = n_train * n_samples * comp
+    sample_tokens = sampled * n_samples * comp
     explore_tokens = pairs * 2.5 * k * comp  # ~2.5 prefixes explored per rejected rationale
     eval_tokens = 5 * n_test * comp
     mem = lambda ref: train_memory_gb(p, devices, lora, qlora, zero, ref)  # noqa: E731
