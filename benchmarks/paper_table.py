@@ -1,8 +1,15 @@
 """A miniature of the paper's Figure 3 on the embedded default, over seeds, with first-pit
 accuracy against the synthetic task's true first error.
 
-    python benchmarks/paper_table.py                       # tiny-synthetic, seeds 0,1,2
-    python benchmarks/paper_table.py --seeds 0 --set dpo.learning_rate=5e-6 --label lr5e-6
+    python benchmarks/paper_table.py --seeds 0,1,2,3,4            # tiny-synthetic, 5 seeds, graded on test
+    python benchmarks/paper_table.py --seeds 0,1,2 --split dev --set dpo.learning_rate=5e-6 --label lr5e-6
+    python benchmarks/paper_table.py --seeds 0 --threads 1                # a perturbation of the arithmetic
+    python benchmarks/paper_table.py --seeds 0 --dtype bfloat16           # another (CPUs with native bf16)
+
+``--split dev`` grades the dev questions held out of the training data (``task.n_dev``): the
+split every choice is made on; test is read once per configuration, for the report.
+``--threads N`` (torch's intra-op threads: another reduction order) and ``--dtype`` (the
+accelerator's precision) perturb the arithmetic: a result that holds survives both.
 
 For each seed, the whole graph of ``--experiment`` runs (as ``<experiment>-s<seed>``: same
 data, model init, sampling and training order from the seed) in its own DuckDB under
@@ -99,7 +106,12 @@ def main() -> None:
     p.add_argument("--out", default=str(HERE / "out" / "paper_table"))
     p.add_argument("--skip-k-sweep", action="store_true")
     p.add_argument("--pass-n-test", type=int, default=500, help="test questions for pass@N of SFT and RFT (0 = skip)")
+    p.add_argument("--split", choices=["test", "dev"], default="test", help="the split eval_scores grades (choose on dev)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default): a perturbation")
+    p.add_argument("--dtype", default="auto", help="the accelerator's dtype (auto, float32, bfloat16): a perturbation")
     args = p.parse_args()
+    if args.split == "dev":
+        args.set = [*args.set, "eval.split=dev"]
 
     out = Path(args.out)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -109,6 +121,7 @@ def main() -> None:
 
     import dagster as dg
     import pandas as pd
+    import torch
 
     from sx_dagster.assets import ALL_ASSETS
     from sx_dagster.config import get_experiment
@@ -119,9 +132,11 @@ def main() -> None:
     from sx_dagster.definitions import resources
     from sx_dagster.ml.explorer import explorer_generate
     from sx_dagster.ml.generation import HFBackend, SamplingParams
-    from sx_dagster.resources import queries
+    from sx_dagster.resources import AcceleratorResource, queries
     from sx_dagster.stopping import last_stop
 
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the graph runs in this process on CPU (in_process executor)
     ks = [int(k) for k in args.ks.split(",")]
     per_seed, k_rows = [], []
     first_errors: dict[str, Counter[str]] = {}  # model -> first-error kind -> count, pooled over seeds
@@ -130,6 +145,7 @@ def main() -> None:
     steps: dict[str, list[bool]] = {m: [] for m in MODELS}  # every step right (synthetic), likewise
     for seed, name in zip(seeds, names, strict=True):
         res = resources()
+        res["accelerator"] = AcceleratorResource(dtype=args.dtype)
         store = res["lineage"]
         t = time.perf_counter()
         result = dg.materialize(ALL_ASSETS, partition_key=name, resources=res, raise_on_error=False)
@@ -147,6 +163,9 @@ def main() -> None:
         ]
         row = {
             "seed": seed,
+            "split": args.split,
+            "threads": torch.get_num_threads(),
+            "dtype": res["accelerator"].resolve_dtype(),
             "wall_s": round(wall, 1),
             **{m: round(100 * acc.get(m, float("nan")), 1) for m in MODELS},
             "samples_correct": round(float(_scalar(store, "SELECT avg(correct::INT) FROM samples WHERE experiment = ?", name)), 3),
@@ -169,9 +188,9 @@ def main() -> None:
         exp = get_experiment(name)
         if exp.task.name == "synthetic":
             # Which errors each model still makes (the task's ground truth): what a preference could fix.
-            test_meta = store.query("SELECT id, meta FROM questions WHERE experiment = ? AND split = 'test'", [name])
+            test_meta = store.query("SELECT id, meta FROM questions WHERE experiment = ? AND split = ?", [name, args.split])
             tally_synthetic(test_meta, preds, first_errors, signs)
-        if args.pass_n_test:
+        if args.pass_n_test and args.split == "test":
             # The leading indicator: DPO on self-generated pairs sharpens what the model can already
             # sample, so it needs pass@N on test well above greedy accuracy.
             test = store.query(
@@ -213,13 +232,15 @@ def main() -> None:
         _write_csv(out / "first_pit_vs_k.csv", k_rows)
     summary = {m: [r[m] for r in per_seed] for m in MODELS}
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch CPU" + (" (CUDA)" if _cuda() else "")
-    print(f"\n{args.experiment}, {len(seeds)} seeds ({args.seeds}), label {args.label!r}, {dt.date.today()}, {machine}")
+    perturb = f"threads {per_seed[0]['threads']}, dtype {per_seed[0]['dtype']}"
+    print(f"\n{args.experiment}, {len(seeds)} seeds ({args.seeds}), label {args.label!r}, {dt.date.today()}, {machine}, {perturb}")
+    print(f"greedy accuracy on the {args.split} split, %:")
     _seed_table(seeds, summary)
     _paired_table(correct, "right")
     if all(steps[m] for m in MODELS[1:]):
         # The paper grades the final answer; the synthetic task can check every step, and a wrong
         # step that lands on the right answer (e.g. "4 - 5 = 9") counts as right above.
-        print("\nEvery step right (the synthetic task's ground truth), greedy, % of test questions:")
+        print(f"\nEvery step right (the synthetic task's ground truth), greedy, % of {args.split} questions:")
         _seed_table(seeds, {m: [r[f"{m} steps_right"] for r in per_seed] for m in MODELS})
         _paired_table(steps, "every step right")
     passes = [c for c in per_seed[0] if "pass@" in c]

@@ -26,13 +26,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", default="tiny-synthetic")
     p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--batch", type=int, default=0, help="rows per step (0 = the experiment's SFT batch x accumulation)")
     args = p.parse_args()
     exp = get_experiment(args.experiment)
     train = synthetic_split(exp.task.n_train, exp.task.seed, "train", exp.task.synthetic)
     texts = [question_prompt(e.question) + e.rationale for e in train]
     tok = train_tokenizer([e.question + "\n" + e.rationale for e in train], exp.model.tiny.vocab_size)
     model = build_tiny_model(exp.model.tiny, tok, exp.seed)
-    bs = exp.sft.batch_size * exp.sft.grad_accum
+    bs = args.batch or exp.sft.batch_size * exp.sft.grad_accum
     lengths = [len(ids) + 1 for ids in tok(texts)["input_ids"]]
     n_params = sum(p.numel() for p in model.parameters())
     mean = sum(lengths) / len(lengths)

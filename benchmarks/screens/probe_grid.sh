@@ -37,7 +37,21 @@ if [ "${GRID_NAME:-capacity}" = seeds ]; then
   for run in "1000 2e-3" "1500 2e-3" "2000 2e-3" "3000 2e-3" "1000 3e-3" "1500 3e-3"; do
     read -r steps lr <<<"$run"
     for s in 0 1 2; do
-      GRID+=("v-h128L2-${steps}-lr${lr}-s$s|--seed $s --hidden 128 --layers 2 --batch 16 --lr $lr --steps $steps --n-train $((steps * 8)) --n-test 1000")
+      GRID+=("v-h128L2-${steps}-lr${lr}-s$s|--seed $s --hidden 128 --layers 2 --batch 16 --lr $lr --steps $steps --n-train $((steps * 8)) --n-dev 1000")
+    done
+  done
+fi
+# GRID_NAME=stable (issue 23): which task and SFT recipe converge so that seeds agree (dev std
+# <= 1.5), within the CPU budget? The default's task without transfers (A), and without
+# distractors too (B); 1,000-2,000 steps of 16 and 750 of 32 (two epochs); 5 seeds, 1,000 dev questions.
+if [ "${GRID_NAME:-capacity}" = stable ]; then
+  A='{"max_start": 10, "max_operand": 5, "max_factor": 2, "max_value": 30, "distractor_prob": 0.5}'
+  B='{"max_start": 10, "max_operand": 5, "max_factor": 2, "max_value": 30}'
+  GRID=()
+  for run in "A 1000 16 2e-3" "A 1500 16 2e-3" "A 2000 16 2e-3" "B 1000 16 2e-3" "B 1500 16 2e-3" "A 750 32 3e-3" "B 750 32 3e-3"; do
+    read -r task steps batch lr <<<"$run"
+    for s in 0 1 2 3 4; do
+      GRID+=("s$task-${steps}x$batch-lr$lr-s$s|--cfg ${!task// /} --seed $s --batch $batch --lr $lr --steps $steps --n-train $((steps * batch / 2)) --n-dev 1000")
     done
   done
 fi

@@ -4,8 +4,9 @@ the rest fails (first wrong step classified by ``sx_dagster.core.synthetic.first
     python benchmarks/screens/task_probe.py --cfg '{"max_start": 10, "max_operand": 5, "max_factor": 2, "max_value": 30}' \
         --seed 0 --steps 800 --batch 16 --lr 2e-3 [--pretrain-steps 300]
 
-h128/2-layer tiny model (``--hidden``, ``--layers``: 4 heads, FFN 4x the width), 4,800 train and
-400 test problems of the given SyntheticConfig, AdamW with cosine schedule and 5% warmup,
+h128/2-layer tiny model (``--hidden``, ``--layers``: 4 heads, FFN 4x the width), 4,800 train
+problems of the given SyntheticConfig (the experiment's train split for task seed 0) and 400
+**dev** problems (the experiment's dev stream, never its test set: a screen chooses), AdamW with cosine schedule and 5% warmup,
 gradients clipped at 1.0, loss on the completion.
 ``--pretrain-steps`` first trains on bare rationales of fresh problems (batch 64, loss on all
 tokens): an arithmetic "pretraining" of the base model. Appends a row to
@@ -39,9 +40,9 @@ def main() -> None:
     p.add_argument("--pretrain-steps", type=int, default=0)
     p.add_argument("--hidden", type=int, default=128, help="model width (the default's 128)")
     p.add_argument("--layers", type=int, default=2, help="model depth (the default's 2)")
-    p.add_argument("--pass-n", type=int, default=0, help="also sample N per test question at T=1.0 and report pass@N (0 = skip)")
+    p.add_argument("--pass-n", type=int, default=0, help="also sample N per dev question at T=1.0 and report pass@N (0 = skip)")
     p.add_argument("--n-train", type=int, default=4800, help="train problems (fresh problems cost nothing: raise it with --steps)")
-    p.add_argument("--n-test", type=int, default=400)
+    p.add_argument("--n-dev", type=int, default=400, help="dev problems graded (the task's dev stream; the test set is never read)")
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on both; accuracies carry over, times do not)")
     p.add_argument("--results", type=Path, default=RESULTS, help="CSV the row is appended to")
@@ -53,12 +54,14 @@ def main() -> None:
     from sx_dagster.config import TinyModelConfig
     from sx_dagster.core.answers import grade
     from sx_dagster.core.prompts import question_prompt
-    from sx_dagster.core.synthetic import SyntheticConfig, first_error_kind, generate_problems, transfer_sign
+    from sx_dagster.core.synthetic import SyntheticConfig, SyntheticProblem, first_error_kind, generate_problems, transfer_sign
+    from sx_dagster.core.tasks import synthetic_split
     from sx_dagster.ml.generation import HFBackend, SamplingParams
     from sx_dagster.ml.tiny import build_tiny_model, save_tiny, train_tokenizer
 
     cfg = SyntheticConfig(**{"min_steps": 2, "max_steps": 3, **json.loads(args.cfg)})
-    train, test = generate_problems(args.n_train, 0, cfg, "train"), generate_problems(args.n_test, 1, cfg, "test")
+    train = generate_problems(args.n_train, 0, cfg, "train")
+    dev = [SyntheticProblem.from_json(e.meta) for e in synthetic_split(args.n_dev, 0, "dev", cfg)]  # never the test set
     tok = train_tokenizer([x.question + "\n" + x.rationale for x in train[:1500]], 512)
     torch.manual_seed(args.seed)
     model = build_tiny_model(
@@ -114,26 +117,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         save_tiny(model, tok, d)
         backend = HFBackend(d, args.device, "float32", 256, prefix_cache=False)
-        gens = backend.generate([question_prompt(x.question) for x in test], SamplingParams(1, 0.0, 1.0, 64, 0, "synthetic"))
+        gens = backend.generate([question_prompt(x.question) for x in dev], SamplingParams(1, 0.0, 1.0, 64, 0, "synthetic"))
         pass_n = None
         if args.pass_n:
             # DPO on self-generated pairs needs pass@N well above greedy: the leading indicator.
             samples = backend.generate(
-                [question_prompt(x.question) for x in test], SamplingParams(args.pass_n, 1.0, 1.0, 64, 1, "synthetic")
+                [question_prompt(x.question) for x in dev], SamplingParams(args.pass_n, 1.0, 1.0, 64, 1, "synthetic")
             )
             pass_n = round(
-                100
-                * sum(any(grade(g.text, x.answer, "synthetic")[1] for g in gs) for x, gs in zip(test, samples, strict=True))
-                / len(test),
+                100 * sum(any(grade(g.text, x.answer, "synthetic")[1] for g in gs) for x, gs in zip(dev, samples, strict=True)) / len(dev),
                 1,
             )
     kinds: collections.Counter[str] = collections.Counter()
-    for x, g in zip(test, gens, strict=True):
+    for x, g in zip(dev, gens, strict=True):
         kind = first_error_kind(x, g[0].text) or "right_steps"  # right_steps: no wrong step, the answer line included
         kinds[kind] += 1
-    acc = round(100 * kinds["right_steps"] / len(test), 1)
+    acc = round(100 * kinds["right_steps"] / len(dev), 1)
     # The transfer's sign at its first transfer step, when reached: is the reasoning rule learned?
-    signs = [s for s in (transfer_sign(x, g[0].text) for x, g in zip(test, gens, strict=True)) if s is not None]
+    signs = [s for s in (transfer_sign(x, g[0].text) for x, g in zip(dev, gens, strict=True)) if s is not None]
     sign_pct = round(100 * sum(ok for _, ok in signs) / len(signs), 1) if signs else None
     print(
         f"seed {args.seed}: SFT {args.steps} x {args.batch} at lr {args.lr}: {t:.0f} s, loss {loss:.3f}, greedy ~{acc}%; "
@@ -144,7 +145,7 @@ def main() -> None:
         ([f"model h{args.hidden} x {args.layers} layers"] if (args.hidden, args.layers) != (128, 2) else [])
         + ([f"{args.heads} heads"] if args.heads != 4 else [])
         + ([f"{args.n_train} train problems"] if args.n_train != 4800 else [])
-        + ([f"{args.n_test} test problems"] if args.n_test != 400 else [])
+        + [f"{args.n_dev} dev problems"]
         + ([f"trained on {args.device}"] if args.device != "cpu" else [])
         + ([f"pass@{args.pass_n} {pass_n}"] if pass_n is not None else [])
         + ([f"transfer sign {sign_pct}% of {len(signs)}"] if signs else [])
