@@ -28,3 +28,16 @@ def test_estimate_scales_with_devices_and_flags_what_does_not_fit():
     text = format_estimate(one, shape.params, "cuda", 1, 80)
     assert "more than one device holds" in text  # 16 B/param does not fit one 80 GB GPU
     assert "more than one device holds" not in format_estimate(four[1:2], shape.params, "cuda", 4, 80)
+
+
+def test_a_tiny_model_on_a_gpu_is_bounded_by_its_step_and_generation_floors():
+    # The 0.58M default on an H200 took 63 ms per SFT step and sampled 11.4k tokens/s; FLOPs alone said 0.0 s.
+    tiny = ModelShape(512, 128, 2, 512, 4, 4, True)
+    args = dict(task="synthetic", n_train=8000, n_test=1000, n_samples=8, k=4, epochs={"sft": 2, "rft": 1.5, "dpo": 1})
+    rows = {r.stage: r for r in estimate(tiny, device="cuda", devices=1, batches={"sft": (16, 1), "rft": (16, 1), "dpo": (16, 1)}, **args)}
+    assert rows["sft_checkpoint"].steps == 1000 and abs(rows["sft_checkpoint"].seconds - 63) < 1
+    assert abs(rows["sampled_rationales"].seconds - rows["sampled_rationales"].tokens / 1.1e4) < 1e-6
+    # a 7B model is far above both floors: unchanged
+    big = ModelShape(*KNOWN_SHAPES["mistralai/Mistral-7B-v0.1"])
+    sft = estimate(big, device="cuda", devices=1, batches={"sft": (16, 1), "rft": (16, 1), "dpo": (16, 1)}, **{**args, "task": "gsm8k"})[0]
+    assert sft.seconds == 6 * big.params * sft.tokens / 3e14

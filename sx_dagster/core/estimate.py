@@ -72,6 +72,10 @@ class Device:
     train_flops: float  # effective FLOP/s of a training step
     gen_tokens_per_s_1b: float  # batched generation tokens/s for a 1B-parameter model (scales ~1/params)
     memory_gb: float
+    # Floors for models too small to keep the device busy (launch- and Python-bound): seconds per
+    # optimizer step, and the most generated tokens/s, whatever the FLOPs say.
+    step_floor_s: float = 0.0
+    max_gen_tokens_per_s: float = float("inf")
 
 
 DEVICES = {
@@ -79,7 +83,9 @@ DEVICES = {
     # (~80 GFLOP/s), HF batched sampling ~5k tokens/s.
     "cpu": Device(train_flops=8e10, gen_tokens_per_s_1b=5e3 * 1.9e6 / 1e9, memory_gb=16),
     # one H100/A100-class GPU: ~30% MFU of bf16 peak; vLLM decoding of a 7B model ~2.5k tokens/s.
-    "cuda": Device(train_flops=3e14, gen_tokens_per_s_1b=2.5e3 * 7, memory_gb=80),
+    # Floors from the 0.58M-parameter default on an H200 (2026-12-04, benchmarks/results/gpu_graph_runs.md):
+    # 63 ms per SFT step of 16 through TRL, HF sampling 11.4k tokens/s (the FLOP rates said 0.0 s).
+    "cuda": Device(train_flops=3e14, gen_tokens_per_s_1b=2.5e3 * 7, memory_gb=80, step_floor_s=0.063, max_gen_tokens_per_s=1.1e4),
 }
 
 
@@ -135,7 +141,7 @@ def estimate(
     dev = DEVICES[device]
     p = shape.params
     seq, comp = TASK_TOKENS[task]
-    gen_tps = dev.gen_tokens_per_s_1b * 1e9 / p * devices
+    gen_tps = min(dev.gen_tokens_per_s_1b * 1e9 / p, dev.max_gen_tokens_per_s) * devices
     train_s = lambda tokens, flops_per_token=6: flops_per_token * p * tokens / (dev.train_flops * devices)  # noqa: E731
     gen_mem = 2.0 * p / 1e9  # bf16 weights on each device (data-parallel generation); the KV cache takes the rest
     sft_tokens = n_train * seq * epochs["sft"]
@@ -154,13 +160,15 @@ def estimate(
     explore_tokens = pairs * 2.5 * k * comp  # ~2.5 prefixes explored per rejected rationale
     eval_tokens = 5 * n_test * comp
     mem = lambda ref: train_memory_gb(p, devices, lora, qlora, zero, ref)  # noqa: E731
+    floor = lambda n_steps: n_steps * dev.step_floor_s  # noqa: E731
+    sft_steps, rft_steps, dpo_steps = steps("sft", n_train), steps("rft", rft_rows), steps("dpo", pairs)
     return [
-        StageEstimate("sft_checkpoint", sft_tokens, train_s(sft_tokens), mem(False), steps("sft", n_train)),
+        StageEstimate("sft_checkpoint", sft_tokens, max(train_s(sft_tokens), floor(sft_steps)), mem(False), sft_steps),
         StageEstimate("sampled_rationales", sample_tokens, sample_tokens / gen_tps, gen_mem),
-        StageEstimate("rft_checkpoint", rft_tokens, train_s(rft_tokens), mem(False), steps("rft", rft_rows)),
+        StageEstimate("rft_checkpoint", rft_tokens, max(train_s(rft_tokens), floor(rft_steps)), mem(False), rft_steps),
         StageEstimate("first_pit_labels", explore_tokens, explore_tokens / gen_tps, gen_mem),
         # policy forward + backward (6) and the reference forward (2) per token, two DPO models
-        StageEstimate("DPO (x2)", 2 * dpo_tokens, train_s(2 * dpo_tokens, 8), mem(True), steps("dpo", pairs)),
+        StageEstimate("DPO (x2)", 2 * dpo_tokens, max(train_s(2 * dpo_tokens, 8), floor(2 * dpo_steps)), mem(True), dpo_steps),
         StageEstimate("eval_scores", eval_tokens, eval_tokens / gen_tps, gen_mem),
     ]
 
