@@ -141,8 +141,8 @@ def main() -> None:
     per_seed, k_rows = [], []
     first_errors: dict[str, Counter[str]] = {}  # model -> first-error kind -> count, pooled over seeds
     signs: dict[str, Counter[tuple[str, bool]]] = {}  # model -> (sign of the first transfer, written right) -> count
-    correct: dict[str, list[bool]] = {m: [] for m in MODELS}  # per question, pooled over seeds
-    steps: dict[str, list[bool]] = {m: [] for m in MODELS}  # every step right (synthetic), likewise
+    correct: dict[str, list[list[bool]]] = {m: [] for m in MODELS}  # per seed, per question
+    steps: dict[str, list[list[bool]]] = {m: [] for m in MODELS}  # every step right (synthetic), likewise
     for seed, name in zip(seeds, names, strict=True):
         res = resources()
         res["accelerator"] = AcceleratorResource(dtype=args.dtype)
@@ -181,9 +181,9 @@ def main() -> None:
         )
         for m in MODELS:
             mine = preds[preds["model"] == m]
-            correct[m] += mine["correct"].astype(bool).tolist()
+            correct[m].append(mine["correct"].astype(bool).tolist())
             if mine["steps_right"].notna().all():
-                steps[m] += mine["steps_right"].astype(bool).tolist()
+                steps[m].append(mine["steps_right"].astype(bool).tolist())
                 row[f"{m} steps_right"] = round(100 * mine["steps_right"].astype(bool).mean(), 1)
         exp = get_experiment(name)
         if exp.task.name == "synthetic":
@@ -237,7 +237,7 @@ def main() -> None:
     print(f"greedy accuracy on the {args.split} split, %:")
     _seed_table(seeds, summary)
     _paired_table(correct, "right")
-    if all(steps[m] for m in MODELS[1:]):
+    if all(len(steps[m]) == len(seeds) for m in MODELS[1:]):
         # The paper grades the final answer; the synthetic task can check every step, and a wrong
         # step that lands on the right answer (e.g. "4 - 5 = 9") counts as right above.
         print(f"\nEvery step right (the synthetic task's ground truth), greedy, % of {args.split} questions:")
@@ -319,17 +319,38 @@ def _seed_table(seeds: list[int], summary: dict[str, list[float]]) -> None:
     _md_table(["model", *(f"seed {s}" for s in seeds), "mean", "std"], rows)
 
 
-def _paired_table(per_question: dict[str, list[bool]], what: str) -> None:
-    """Self-Explore against each baseline on the same questions, pooled over seeds."""
-    from sx_dagster.core.stats import paired_test
+def _paired_table(per_question: dict[str, list[list[bool]]], what: str) -> None:
+    """Self-Explore against each baseline on the same questions: McNemar and a bootstrap over
+    questions pooled over seeds, and a bootstrap over seeds and questions, which keeps the
+    seed-to-seed noise in (the one to read when seeds disagree)."""
+    from sx_dagster.core.stats import paired_test, seed_question_bootstrap
 
-    n = len(per_question["Self-Explore"])
-    print(f"\nPaired test per question ({what}), pooled over seeds (n = {n}): McNemar exact, 95% bootstrap CI")
+    se = per_question["Self-Explore"]
+    n, k = sum(map(len, se)), len(se)
+    print(
+        f"\nSelf-Explore against each baseline ({what}): McNemar exact and a 95% bootstrap interval over questions pooled "
+        f"over the {k} seeds (n = {n}), and a 95% bootstrap interval and p over seeds, then questions"
+    )
     rows = []
     for other in ("RFT", "outcome DPO", "SFT"):
-        t = paired_test(per_question["Self-Explore"], per_question[other])
-        rows.append([other, f"{t.diff_points:+.2f}", f"[{t.ci_low:+.2f}, {t.ci_high:+.2f}]", t.a_only, t.b_only, f"{t.p_value:.3g}"])
-    _md_table(["Self-Explore vs", "diff (points)", "95% CI", "SE only right", "other only right", "p"], rows)
+        pooled = paired_test([x for s in se for x in s], [x for s in per_question[other] for x in s])
+        boot = seed_question_bootstrap(se, per_question[other])
+        per_seed = " / ".join(f"{d:+.1f}" for d in boot.seed_diffs)
+        rows.append(
+            [
+                other,
+                f"{pooled.diff_points:+.2f}",
+                per_seed,
+                pooled.a_only,
+                pooled.b_only,
+                f"{pooled.p_value:.3g}",
+                f"[{pooled.ci_low:+.2f}, {pooled.ci_high:+.2f}]",
+                f"[{boot.ci_low:+.2f}, {boot.ci_high:+.2f}]",
+                f"{boot.p_value:.3g}",
+            ]
+        )
+    header = ["Self-Explore vs", "diff (points)", "per seed", "SE only right", "other only right", "McNemar p (pooled)"]
+    _md_table([*header, "95% CI (questions)", "95% CI (seeds x questions)", "p (seeds x questions)"], rows)
 
 
 def _append_rows(path: Path, rows: list[dict]) -> None:

@@ -18,3 +18,24 @@ def test_paired_test_hand_checked():
         paired_test([True], [True, False])
     assert pass_at_k(8, 0, 1) == 0.0 and pass_at_k(8, 8, 1) == 1.0
     assert pass_at_k(4, 1, 1) == pytest.approx(0.25) and pass_at_k(4, 1, 4) == 1.0
+
+
+def test_seed_question_bootstrap_keeps_the_seed_noise_in():
+    from sx_dagster.core.stats import seed_question_bootstrap
+
+    # A beats B by 6 points in every seed: a tight interval, p ~ 0
+    a = [[True] * 56 + [False] * 44 for _ in range(5)]
+    b = [[True] * 50 + [False] * 50 for _ in range(5)]
+    t = seed_question_bootstrap(a, b, resamples=500)
+    assert t.seeds == 5 and t.diff_points == pytest.approx(6.0) and t.seed_diffs == (6.0,) * 5
+    assert 0 < t.ci_low < 6.0 < t.ci_high and t.p_value < 0.05
+    # the same pooled difference carried by one seed (+30, then 0 four times): pooled over seeds a
+    # McNemar test would call it certain; over seeds the interval reaches zero
+    a2 = [[True] * 80 + [False] * 20] + [[True] * 50 + [False] * 50] * 4
+    b2 = [[True] * 50 + [False] * 50] * 5
+    pooled = paired_test([x for s in a2 for x in s], [x for s in b2 for x in s])
+    t2 = seed_question_bootstrap(a2, b2, resamples=500)
+    assert t2.diff_points == pytest.approx(pooled.diff_points) and pooled.p_value < 1e-6
+    assert t2.ci_low <= 0 and t2.p_value > 0.05
+    with pytest.raises(ValueError, match="same seeds"):
+        seed_question_bootstrap(a, b[:4])
