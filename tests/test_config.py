@@ -7,7 +7,7 @@ from sx_dagster.config import DEFAULT_EXPERIMENTS_FILE, ConfigError, get_experim
 
 def test_shipped_experiments_hold_the_paper_grid():
     exps = load_experiments(DEFAULT_EXPERIMENTS_FILE)
-    assert set(exps) == {"tiny-synthetic"} | {
+    assert set(exps) == {"tiny-synthetic", "tiny-transfers"} | {
         f"{m}-{t}" for m in ("mistral-7b", "llemma-7b", "deepseek-math-7b") for t in ("gsm8k", "math")
     }
     m = exps["mistral-7b-gsm8k"]
@@ -15,6 +15,8 @@ def test_shipped_experiments_hold_the_paper_grid():
     assert m.dpo.learning_rate == 1e-7 and exps["deepseek-math-7b-gsm8k"].dpo.learning_rate == 1e-6
     assert exps["mistral-7b-math"].sampling.max_new_tokens == 1024
     assert exps["tiny-synthetic"].model.name == "tiny"
+    # the default reports on test and holds a dev split out for its choices
+    assert exps["tiny-synthetic"].task.n_dev > 0 and exps["tiny-synthetic"].eval.split == "test"
     math = exps["llemma-7b-math"].task
     assert math.hub_dataset == "DigitalLearningGmbH/MATH-lighteval:default" and math.hub_test_dataset == "HuggingFaceH4/MATH-500"
 
