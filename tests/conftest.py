@@ -11,3 +11,30 @@ os.environ.setdefault("SX_DATA_DIR", tempfile.mkdtemp(prefix="sx-test-"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["SX_STEP_RETRIES"] = "0"  # a failing test fails now, not after backoff retries
+
+# Modules that materialize the real graph, train, or start processes: `-m "not slow"` leaves them
+# out for the quick loop (README, Contributing). The rest are pure or take well under a second.
+SLOW_MODULES = {
+    "test_checkpoint_watch",
+    "test_failures",
+    "test_gpu_check",
+    "test_gpu_graph",
+    "test_operating",
+    "test_pipeline",
+    "test_recovery",
+    "test_remote_code",
+    "test_staleness",
+    "test_training",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: materializes the real graph, trains, or starts processes (left out by -m 'not slow')")
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
