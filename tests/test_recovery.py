@@ -113,7 +113,7 @@ def _gsm8k_experiment(tmp: Path, monkeypatch, text: str | bytes) -> Path:
     data = tmp / "tasks.jsonl"
     data.write_bytes(text if isinstance(text, bytes) else text.encode())
     # gsm8k-shared is a partition of the imported graph; here it reads the file above
-    exps = _experiments(tmp, "exps.yaml", "gsm8k-shared", {"task": {"train_path": str(data), "test_path": str(data)}})
+    exps = _experiments(tmp, "exps.yaml", "gsm8k-shared", {"task": {"train_path": str(data), "test_path": str(data), "n_dev": 0}})
     monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(exps))
     return data
 

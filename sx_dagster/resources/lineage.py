@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
@@ -87,21 +88,38 @@ class LineageStore(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def connect(self) -> Iterator:
-        """A short-lived connection (dagster-duckdb retries while another writer holds the file)."""
+        """A short-lived connection. Only a file held by another writer is waited for (dagster-duckdb
+        retries opening it); any other failure to open is a damaged file, reported at once, not
+        after that ~100 s of retries."""
         p = self.path()
         p.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
             try:
-                conn = stack.enter_context(DuckDBResource(database=str(p)).get_connection())
-            except Exception as e:
-                if type(e).__name__ != "IOException" or "lock" in str(e).lower():
-                    raise  # another writer: transient (dagster-duckdb already waited)
-                # A truncated or foreign file: say which file and what to do (the step is not retried).
-                raise LineageStoreError(
-                    f"cannot open the lineage store {p} ({e}). Restore it from a backup, or move it aside "
-                    f"(mv '{p}' '{p}.damaged') to start over: every stage then runs again"
-                ) from e
+                conn = duckdb.connect(str(p))
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower():
+                    raise self._damaged(p, e) from e
+                conn = None  # another writer has it: wait as dagster-duckdb does
+            except duckdb.Error as e:  # not a DuckDB file at all
+                raise self._damaged(p, e) from e
+            if conn is None:
+                try:
+                    conn = stack.enter_context(DuckDBResource(database=str(p)).get_connection())
+                except duckdb.IOException as e:
+                    if "lock" in str(e).lower():
+                        raise  # still held after dagster-duckdb's wait: transient, the step retries
+                    raise self._damaged(p, e) from e
+            else:
+                stack.callback(conn.close)
             yield conn
+
+    @staticmethod
+    def _damaged(p: Path, e: Exception) -> LineageStoreError:
+        """A truncated or foreign file: say which file and what to do (the step is not retried)."""
+        return LineageStoreError(
+            f"cannot open the lineage store {p} ({e}). Restore it from a backup, or move it aside "
+            f"(mv '{p}' '{p}.damaged') to start over: every stage then runs again"
+        )
 
     def ensure_schema(self) -> None:
         key = str(self.path().resolve())
