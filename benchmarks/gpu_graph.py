@@ -1,7 +1,7 @@
 """The whole graph on a GPU through Dagster, as a user with a GPU box first runs it (issue 28).
 
     python benchmarks/gpu_graph.py --device cuda                              # the embedded default on CUDA
-    python benchmarks/gpu_graph.py --device cuda --experiment synthetic-gpu   # the GPU-sized experiment
+    python benchmarks/gpu_graph.py --device cuda --experiment synthetic-gpu   # the default's task, 34M parameters
     python benchmarks/gpu_graph.py --device cpu --experiment micro \\
         --experiments-file tests/experiments_micro.yaml                        # what CI runs: it cannot rot
 

@@ -7,7 +7,7 @@ from sx_dagster.config import DEFAULT_EXPERIMENTS_FILE, ConfigError, get_experim
 
 def test_shipped_experiments_hold_the_paper_grid():
     exps = load_experiments(DEFAULT_EXPERIMENTS_FILE)
-    assert set(exps) == {"tiny-synthetic", "tiny-transfers"} | {
+    assert set(exps) == {"tiny-synthetic", "tiny-transfers", "synthetic-gpu"} | {
         f"{m}-{t}" for m in ("mistral-7b", "llemma-7b", "deepseek-math-7b") for t in ("gsm8k", "math")
     }
     m = exps["mistral-7b-gsm8k"]

@@ -260,7 +260,7 @@ def test_definitions_load_with_the_shipped_experiments():
     lines = out.strip().split("\n")
     assert lines[0] == "11"
     keys = lines[2].split(",")
-    assert "tiny-synthetic" in keys and "mistral-7b-gsm8k" in keys and "deepseek-math-7b-math" in keys and len(keys) == 8
+    assert "tiny-synthetic" in keys and "mistral-7b-gsm8k" in keys and "deepseek-math-7b-math" in keys and len(keys) == 9
     assert lines[3] == "rerun_eval_tiny_synthetic"
     assert "self_explore" in lines[4] and "evaluate" in lines[4]
     # SX_EXECUTOR=k8s: every step in its own pod (dagster-k8s), the recipe in the README
