@@ -96,12 +96,10 @@ class LineageStore(dg.ConfigurableResource):
         with contextlib.ExitStack() as stack:
             try:
                 conn = duckdb.connect(str(p))
-            except duckdb.IOException as e:
+            except duckdb.Error as e:
                 if "lock" not in str(e).lower():
-                    raise self._damaged(p, e) from e
+                    raise self._damaged(p, e) from e  # truncated, or not a DuckDB file at all
                 conn = None  # another writer has it: wait as dagster-duckdb does
-            except duckdb.Error as e:  # not a DuckDB file at all
-                raise self._damaged(p, e) from e
             if conn is None:
                 try:
                     conn = stack.enter_context(DuckDBResource(database=str(p)).get_connection())
