@@ -97,6 +97,32 @@ def test_misleading_wordings_are_rare_each_and_keep_the_sign():
         SyntheticConfig(misleading_prob=-0.1)
 
 
+def test_choice_stories_pick_by_the_numbers_and_the_cue_only_orders_them():
+    base = SyntheticConfig(min_steps=2, max_steps=3, max_start=10, max_operand=5, max_factor=2, max_value=20)
+    ps = generate_problems(2000, 5, SyntheticConfig(**{**base.__dict__, "choice_prob": 1.0, "choice_cue": 0.8}))
+    for p in ps[:300]:
+        first, pick = p.question.split(". ")[:2]
+        mine, theirs = f" has {p.start} {p.item}", f" has {p.rival} {p.item}"
+        assert p.rival is not None and p.rival != p.start and 1 <= p.rival <= 10
+        assert pick == f"Follow the one with {'more' if p.start > p.rival else 'fewer'} {p.item}"
+        assert first.index(mine if not p.rival_first else theirs) < first.index(theirs if not p.rival_first else mine)
+        assert "That one" in p.question and SyntheticProblem.from_json(p.to_json()) == p
+        assert true_first_error(p, p.rationale) is None and p.rationale.startswith(f"{p.start} ")
+    # The cue holds in 80% (the picked person named first); more and fewer are equally likely.
+    assert 0.77 < sum(not p.rival_first for p in ps) / len(ps) < 0.83
+    assert 0.45 < sum(p.start > p.rival for p in ps) / len(ps) < 0.55
+    # Starting from the other person's number is the choice error, at step 1.
+    p = SyntheticProblem("x", "Ava", "pens", 7, (("+", 4), ("*", 2)), "q", rival=3, rival_first=True)
+    assert true_first_error(p, "3 + 4 = 7 pens\n7 * 2 = 14 pens\nThe answer is 14") == 1
+    assert first_error_kind(p, "3 + 4 = 7 pens\n7 * 2 = 14 pens\nThe answer is 14") == "choice"
+    assert first_error_kind(p, "7 + 4 = 11 pens\n11 * 3 = 33 pens\nThe answer is 33") == "operand"
+    assert first_error_kind(p, "7 + 3 = 10 pens\n10 * 2 = 20 pens\nThe answer is 20") == "operand"  # the rival as an operand is not a choice
+    # Without the family nothing is drawn: the default's problems are unchanged.
+    assert generate_problems(50, 5, base) == generate_problems(50, 5, SyntheticConfig(**{**base.__dict__, "choice_cue": 0.9}))
+    with pytest.raises(ValueError, match="choice_cue"):
+        SyntheticConfig(choice_cue=1.5)
+
+
 def test_first_error_kind_names_what_went_wrong():
     # Ava has 3 pens; Ava gets 4 more (told as a transfer from Ben); Dan has 5 pens; x3; Ava sells 1.
     p = SyntheticProblem("x", "Ava", "pens", 3, (("+", 4), ("*", 3), ("-", 1)), "q", distractor=5, transfers=(0,))

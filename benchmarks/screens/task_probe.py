@@ -54,7 +54,7 @@ def main() -> None:
     from sx_dagster.config import TinyModelConfig
     from sx_dagster.core.answers import grade
     from sx_dagster.core.prompts import question_prompt
-    from sx_dagster.core.synthetic import SyntheticConfig, SyntheticProblem, first_error_kind, generate_problems, transfer_sign
+    from sx_dagster.core.synthetic import SyntheticConfig, SyntheticProblem, first_error_kind, generate_problems, transfer_sign, true_first_error
     from sx_dagster.core.tasks import synthetic_split
     from sx_dagster.ml.generation import HFBackend, SamplingParams
     from sx_dagster.ml.tiny import build_tiny_model, save_tiny, train_tokenizer
@@ -136,10 +136,19 @@ def main() -> None:
     # The transfer's sign at its first transfer step, when reached: is the reasoning rule learned?
     signs = [s for s in (transfer_sign(x, g[0].text) for x, g in zip(dev, gens, strict=True)) if s is not None]
     sign_pct = round(100 * sum(ok for _, ok in signs) / len(signs), 1) if signs else None
+    # Choice family: step 1 right, apart for stories that name the picked person first (the cue
+    # holds) and those that do not (only the comparison gets them right).
+    choice: dict[str, list[bool]] = {"cue": [], "against": []}
+    for x, g in zip(dev, gens, strict=True):
+        if x.rival is not None:
+            fe = true_first_error(x, g[0].text)
+            choice["against" if x.rival_first else "cue"].append(fe is None or fe > 1)
+    choice_pct = {k: round(100 * sum(v) / len(v), 1) for k, v in choice.items() if v}
     print(
         f"seed {args.seed}: SFT {args.steps} x {args.batch} at lr {args.lr}: {t:.0f} s, loss {loss:.3f}, greedy ~{acc}%; "
         f"first errors {dict(kinds)}; transfer sign right {sign_pct}% of {len(signs)}"
         + (f"; pass@{args.pass_n} {pass_n}%" if pass_n is not None else "")
+        + (f"; choice step right (cue holds / against it) {choice_pct}" if choice_pct else "")
     )
     note = "; ".join(
         ([f"model h{args.hidden} x {args.layers} layers"] if (args.hidden, args.layers) != (128, 2) else [])
@@ -149,6 +158,7 @@ def main() -> None:
         + ([f"trained on {args.device}"] if args.device != "cpu" else [])
         + ([f"pass@{args.pass_n} {pass_n}"] if pass_n is not None else [])
         + ([f"transfer sign {sign_pct}% of {len(signs)}"] if signs else [])
+        + ([f"choice step right {choice_pct}"] if choice_pct else [])
     )
     args.results.parent.mkdir(parents=True, exist_ok=True)
     new = not args.results.exists()

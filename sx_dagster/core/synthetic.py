@@ -70,6 +70,15 @@ class SyntheticConfig:
     distractor_prob: float = 0.0  # chance of an unused quantity in the story
     transfer_prob: float = 0.0  # chance that a + or - step is told as a transfer with someone else
     misleading_prob: float = 0.0  # chance that a + or - step (not a transfer) is told in misleading words
+    # Issue 24's "choice" family: the story starts with two people and says to follow the one with
+    # more (or fewer) items: step 1 must start from the picked one's number. ``choice_cue`` is the
+    # share of those stories that name the picked person first, a shortcut the gold data rewards
+    # that often (0.5: no shortcut; the comparison is the only rule that is always right).
+    choice_prob: float = 0.0
+    choice_cue: float = 0.5
+    # The comparison is on a second item each person has (two hops: compare the pens, then start
+    # from that person's apples); False compares the counted item itself.
+    choice_by_other_item: bool = False
     names: tuple[str, ...] = NAMES
     items: tuple[str, ...] = ITEMS
 
@@ -81,7 +90,9 @@ class SyntheticConfig:
             raise ValueError(f"ops must be a non-empty subset of {sorted(_TEMPLATES)}, got {self.ops}")
         if self.max_operand < 1 or self.max_factor < 2 or self.max_start < 1:
             raise ValueError("max_operand >= 1, max_factor >= 2 and max_start >= 1 are required")
-        for knob in ("distractor_prob", "transfer_prob", "misleading_prob"):
+        if self.choice_prob > 0 and self.max_start < 2:
+            raise ValueError("choice_prob > 0 needs max_start >= 2 (two different starting numbers)")
+        for knob in ("distractor_prob", "transfer_prob", "misleading_prob", "choice_prob", "choice_cue"):
             if not 0.0 <= getattr(self, knob) <= 1.0:
                 raise ValueError(f"{knob} must be in [0, 1], got {getattr(self, knob)}")
 
@@ -97,6 +108,8 @@ class SyntheticProblem:
     distractor: int | None = None
     transfers: tuple[int, ...] = ()  # 0-based steps told as a transfer between two people
     misleading: tuple[int, ...] = ()  # 0-based steps told in misleading words
+    rival: int | None = None  # choice family: the other person's number (``start`` is the picked one's)
+    rival_first: bool = False  # choice family: the other person is named first (against the cue)
     states: tuple[int, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -142,6 +155,12 @@ def step_line(a: int, op: str, q: int, item: str, result: int | None = None) -> 
 def generate_problem(rng: random.Random, config: SyntheticConfig, problem_id: str) -> SyntheticProblem:
     name, item = rng.choice(config.names), rng.choice(config.items)
     start = rng.randint(1, config.max_start)
+    rival, rival_first = None, False
+    # No draw when choice_prob is 0: problems of a config without the family stay as they were.
+    if config.choice_prob > 0 and rng.random() < config.choice_prob:
+        rival = rng.randint(1, config.max_start - 1)
+        rival += rival >= start  # a different number, uniform over the others
+        rival_first = rng.random() >= config.choice_cue
     value, ops = start, []
     for _ in range(rng.randint(config.min_steps, config.max_steps)):
         allowed = [
@@ -160,6 +179,19 @@ def generate_problem(rng: random.Random, config: SyntheticConfig, problem_id: st
         value = _apply(value, op, q)
     sentences, transfers, misleading = [f"{name} has {start} {item}."], [], []
     others = [n for n in config.names if n != name] or [name]
+    who = name
+    if rival is not None:
+        told = [f"{name} has {start} {item}", f"{rng.choice(others)} has {rival} {item}"]
+        pick, key_item = ("more" if start > rival else "fewer"), item
+        if config.choice_by_other_item:
+            key_item = rng.choice([x for x in config.items if x != item] or [item])
+            keys = rng.sample(range(1, config.max_start + 1), 2)
+            pick = rng.choice(("more", "fewer"))
+            mine, theirs = (max(keys), min(keys)) if pick == "more" else (min(keys), max(keys))
+            told = [f"{told[0]} and {mine} {key_item}", f"{told[1]} and {theirs} {key_item}"]
+        joiner = ". " if config.choice_by_other_item else " and "
+        sentences = [f"{joiner.join(told[::-1] if rival_first else told)}. Follow the one with {pick} {key_item}."]
+        name = "That one"  # the story never names the picked person again: the numbers decide
     for i, (op, q) in enumerate(ops):
         # No draw when transfer_prob is 0: problems of a config without transfers stay as they were.
         if op in _TRANSFER and config.transfer_prob > 0 and rng.random() < config.transfer_prob:
@@ -175,8 +207,10 @@ def generate_problem(rng: random.Random, config: SyntheticConfig, problem_id: st
         distractor = rng.randint(1, config.max_operand)
         other = rng.choice(others)
         sentences.insert(rng.randint(1, len(sentences)), _DISTRACTOR.format(other=other, q=distractor, item=item))
-    sentences.append(f"How many {item} does {name} have now?")
-    return SyntheticProblem(problem_id, name, item, start, tuple(ops), " ".join(sentences), distractor, tuple(transfers), tuple(misleading))
+    sentences.append(f"How many {item} does {name.lower() if rival is not None else name} have now?")
+    return SyntheticProblem(
+        problem_id, who, item, start, tuple(ops), " ".join(sentences), distractor, tuple(transfers), tuple(misleading), rival, rival_first
+    )
 
 
 def generate_problems(n: int, seed: int, config: SyntheticConfig | None = None, prefix: str = "syn") -> list[SyntheticProblem]:
@@ -217,7 +251,8 @@ def first_error_kind(problem: SyntheticProblem, rationale: str) -> str | None:
     """What went wrong at :func:`true_first_error`'s step, or None if the rationale is right.
 
     ``arithmetic`` (right equation, wrong result), ``operation`` (+, - or * not the story's),
-    ``carried`` (starts from a wrong quantity), ``distractor`` (uses the story's unused
+    ``choice`` (step 1 starts from the other person's number, choice family), ``carried`` (starts
+    from a wrong quantity), ``distractor`` (uses the story's unused
     quantity), ``operand`` (another wrong operand), ``format`` (no equation where a step is
     due), ``answer`` (the final line); with ``@transfer`` when the step was told as a transfer
     between two people. Which kinds a model still makes says what a preference could fix.
@@ -239,7 +274,9 @@ def first_error_kind(problem: SyntheticProblem, rationale: str) -> str | None:
         given = sorted((a, q)) if commutes else [a, q]
         due = sorted((problem.states[i], exp_q)) if commutes else [problem.states[i], exp_q]
         carried_ok = problem.states[i] in (a, q) if commutes else a == problem.states[i]
-        if op != exp_op:
+        if i == 0 and problem.rival is not None and problem.rival in (a, q) and problem.start not in (a, q):
+            kind = "choice"
+        elif op != exp_op:
             kind = "operation"
         elif given == due:
             kind = "arithmetic"
