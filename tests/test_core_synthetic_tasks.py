@@ -116,7 +116,20 @@ def test_choice_stories_pick_by_the_numbers_and_the_cue_only_orders_them():
     assert true_first_error(p, "3 + 4 = 7 pens\n7 * 2 = 14 pens\nThe answer is 14") == 1
     assert first_error_kind(p, "3 + 4 = 7 pens\n7 * 2 = 14 pens\nThe answer is 14") == "choice"
     assert first_error_kind(p, "7 + 4 = 11 pens\n11 * 3 = 33 pens\nThe answer is 33") == "operand"
-    assert first_error_kind(p, "7 + 3 = 10 pens\n10 * 2 = 20 pens\nThe answer is 20") == "operand"  # the rival as an operand is not a choice
+    # The rival's number as an operand (not as the start) is not a choice.
+    assert first_error_kind(p, "7 + 3 = 10 pens\n10 * 2 = 20 pens\nThe answer is 20") == "operand"
+    # Two hops: the comparison is on another item; the picked person's count of it decides.
+    two = generate_problems(300, 5, SyntheticConfig(**{**base.__dict__, "choice_prob": 1.0, "choice_by_other_item": True}))
+    for p in two:
+        people = p.question.split(". ")[:2]
+        pick = p.question.split(". ")[2]
+        key_item = pick.split()[-1]
+        assert key_item != p.item and pick.startswith("Follow the one with ")
+        mine = next(x for x in people if x.split(" and ")[0].endswith(f"has {p.start} {p.item}"))
+        theirs = next(x for x in people if x is not mine)
+        k_mine, k_theirs = (int(x.split(" and ")[1].split()[0]) for x in (mine, theirs))
+        assert (k_mine > k_theirs) == (" more " in pick) and (people[0] is theirs) == p.rival_first
+        assert true_first_error(p, p.rationale) is None
     # Without the family nothing is drawn: the default's problems are unchanged.
     assert generate_problems(50, 5, base) == generate_problems(50, 5, SyntheticConfig(**{**base.__dict__, "choice_cue": 0.9}))
     with pytest.raises(ValueError, match="choice_cue"):

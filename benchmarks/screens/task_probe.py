@@ -54,7 +54,14 @@ def main() -> None:
     from sx_dagster.config import TinyModelConfig
     from sx_dagster.core.answers import grade
     from sx_dagster.core.prompts import question_prompt
-    from sx_dagster.core.synthetic import SyntheticConfig, SyntheticProblem, first_error_kind, generate_problems, transfer_sign, true_first_error
+    from sx_dagster.core.synthetic import (
+        SyntheticConfig,
+        SyntheticProblem,
+        first_error_kind,
+        generate_problems,
+        transfer_sign,
+        true_first_error,
+    )
     from sx_dagster.core.tasks import synthetic_split
     from sx_dagster.ml.generation import HFBackend, SamplingParams
     from sx_dagster.ml.tiny import build_tiny_model, save_tiny, train_tokenizer
