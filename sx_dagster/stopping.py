@@ -25,6 +25,7 @@ except ImportError:  # the ML layer alone (a Pipes child, benchmarks/gpu_check.p
     class DagsterExecutionInterruptedError(BaseException):  # type: ignore[no-redef]
         """Stand-in with Dagster's base class, so a stop is still not an ``Exception``."""
 
+
 GRACE_S = 5.0  # the longest a stop waits for a safe point before interrupting where it is
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _state: dict = {"signal": None, "at": None, "depth": 0, "last": None}
