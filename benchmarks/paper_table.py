@@ -175,6 +175,7 @@ def main() -> None:
             "d_g_pair": int(_scalar(store, "SELECT count(*) FROM dpo_pairs WHERE experiment = ?", name)),
             **{f"pipeline_{k}": v for k, v in pit_rates(pit_list).items() if k != "rationales"},
         }
+        row.update(process_reward_columns(store, name))
         preds = store.query(
             "SELECT model, question_id, correct, steps_right, text FROM eval_predictions WHERE experiment = ? ORDER BY question_id",
             [name],
@@ -249,6 +250,10 @@ def main() -> None:
         _md_table(["seed", *passes], [[r["seed"], *(r[c] for c in passes)] for r in per_seed])
     if first_errors:
         _write_csv(out / "first_errors.csv", synthetic_tables(first_errors, signs))
+    prm_cols = [c for c in per_seed[0] if c.startswith(("prm ", "bon "))]
+    if prm_cols:
+        print(f"\nProcess rewards (issue 25): step labels, the PRM, best-of-N on {args.split} (%), mean and std over seeds:")
+        _md_table(["column", "mean", "std", "per seed"], [_spread(c, [r.get(c) for r in per_seed]) for c in prm_cols])
     counts = ["d_pair", "pits_found", "d_g_pair", "samples_correct", "wall_s"]
     print()
     _md_table(["seed", *counts], [[r["seed"], *(r[c] for c in counts)] for r in per_seed])
@@ -308,6 +313,40 @@ def synthetic_tables(first_errors: dict[str, Counter[str]], signs: dict[str, Cou
             table.append([m, *cells])
         _md_table(["model", "+ transfers right", "- transfers right", "all right"], table)
     return rows
+
+
+def process_reward_columns(store, name: str) -> dict:
+    """Issue 25's numbers of one seed: label agreement with the true first error, the PRM's held-out
+    accuracy and first-low-step agreement, and best-of-N accuracy per model and selection rule."""
+    out: dict = {}
+    meta = {
+        a: json.loads((store.latest_lineage(name, a) or {}).get("metadata") or "{}")
+        for a in ("step_labels", "process_reward_model", "best_of_n")
+    }
+    keys = {
+        "prm labels agree": ("step_labels", "labels_agree_with_true_first_error", 100),
+        "prm labelled steps": ("step_labels", "labelled_steps", 1),
+        "prm bad steps": ("step_labels", "bad_steps", 1),
+        "prm held-out step acc": ("process_reward_model", "held_out_step_accuracy", 100),
+        "prm held-out bad-step acc": ("process_reward_model", "held_out_bad_step_accuracy", 100),
+        "prm held-out first low = true": ("process_reward_model", "held_out_first_low_equals_true_first_error", 100),
+        "prm test first low = true": ("best_of_n", "prm_first_low_equals_true_first_error", 100),
+        "prm test wrong rationales": ("best_of_n", "wrong_rationales_scored", 1),
+        "prm train s": ("process_reward_model", "train_seconds", 1),
+    }
+    for col, (asset, key, scale) in keys.items():
+        if meta[asset].get(key) is not None:
+            out[col] = round(scale * meta[asset][key], 1)
+    bon = store.query("SELECT model, rule, accuracy FROM best_of_n_scores WHERE experiment = ?", [name])
+    for r in bon.itertuples():
+        out[f"bon {r.model} {r.rule}"] = round(100 * r.accuracy, 1)
+    return out
+
+
+def _spread(col: str, vals: list) -> list:
+    xs = [v for v in vals if v is not None and v == v]
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return [col, f"{statistics.mean(xs):.1f}" if xs else "-", f"{sd:.1f}", " / ".join(f"{v}" for v in vals)]
 
 
 def _seed_table(seeds: list[int], summary: dict[str, list[float]]) -> None:

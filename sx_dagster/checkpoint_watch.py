@@ -36,7 +36,7 @@ from sx_dagster.resources import LineageStore
 from sx_dagster.resources.checkpoints import MISSING, checkpoint_problem
 
 # The assets whose output is a model directory: their lineage rows carry checkpoint_path and hash.
-CHECKPOINT_ASSETS = ("base_model", "sft_checkpoint", "rft_checkpoint", "trained_model", "outcome_dpo_model")
+CHECKPOINT_ASSETS = ("base_model", "sft_checkpoint", "rft_checkpoint", "trained_model", "outcome_dpo_model", "process_reward_model")
 CHECK_NAME = "checkpoint_on_disk"
 WATCH_JOB = "checkpoint_watch"  # the job name of the runs the watch records (no such job runs anything)
 WATCH_TAG = "sx/checkpoint_watch"  # on those runs: the asset they are about

@@ -161,10 +161,11 @@ def experiment_estimate(exp, device: str, devices: int):
     n_test = exp.task.n_test or {"gsm8k": 1319, "math": 500, "synthetic": 1000}[exp.task.name]
     rows = estimate(
         shape, exp.task.name, device, devices, n_train, n_test, exp.sampling.n, exp.explore.k,
-        {"sft": exp.sft.epochs, "rft": exp.rft.epochs, "dpo": exp.dpo.epochs},
+        {"sft": exp.sft.epochs, "rft": exp.rft.epochs, "dpo": exp.dpo.epochs, "prm": exp.prm.epochs},
         lora=exp.lora.r > 0, qlora=exp.lora.qlora, zero=_zero(exp.distributed),
-        batches={k: (getattr(exp, k).batch_size, getattr(exp, k).grad_accum) for k in ("sft", "rft", "dpo")},
+        batches={k: (getattr(exp, k).batch_size, getattr(exp, k).grad_accum) for k in ("sft", "rft", "dpo", "prm")},
         include_gold=exp.rft.include_gold, sampled_questions=min(exp.sampling.questions or n_train, n_train),
+        prm_correct_per_question=exp.prm.correct_per_question, best_of_n=exp.prm.best_of_n, best_of_n_models=len(exp.prm.models),
     )  # fmt: skip
     return rows, shape.params
 
@@ -184,8 +185,16 @@ def table(experiment: str) -> int:
     if df.empty:
         print(f"no eval scores for {experiment!r} yet: run `sx-dagster run --experiment {experiment}`", file=sys.stderr)
         return 1
-    print(f"\nSelf-Explore eval: {experiment} (greedy test accuracy, %)\n")
+    split = df["split"].iloc[0] if "split" in df and df["split"].notna().any() else "test"
+    print(f"\nSelf-Explore eval: {experiment} (greedy {split} accuracy, %)\n")
     print(format_scores(df))
+    bon = LineageStore().query("SELECT * FROM best_of_n_scores WHERE experiment = ? ORDER BY rowid", [experiment])
+    if not bon.empty:
+        from sx_dagster.assets.prm import format_best_of_n
+
+        n = int(bon["best_of"].iloc[0])
+        print(f"\nBest-of-{n} with the process reward model: {experiment} ({split} accuracy, %; one sample = the first of the {n})\n")
+        print(format_best_of_n(bon))
     return 0
 
 

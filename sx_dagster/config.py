@@ -183,6 +183,34 @@ class EvalSection(_Section):
     )
 
 
+class PRMSection(TrainSection):
+    """The process reward model (issue 25): a token-classification head on a policy's backbone,
+    trained on ``step_labels`` to score each step boundary (P(step good)), and best-of-N with it.
+
+    TRL 1.16 has no PRMTrainer: transformers' ``Trainer`` trains it, with the same precision,
+    LoRA and Pipes machinery as the other stages (``sx_dagster.ml.prm``)."""
+
+    backbone: Literal["sft", "explorer"] = Field("sft", description="start from the SFT model or the explorer (the RFT model)")
+    held_out: float = Field(
+        0.1, ge=0, lt=1, description="share of training questions whose labelled rationales the PRM never trains on: its own evaluation"
+    )
+    correct_per_question: int | None = Field(
+        None, ge=1, description="correct rationales per question the PRM trains on (null: all); every rejected one always"
+    )
+    balance_classes: bool = Field(
+        True, description="weigh good and bad steps equally in the loss (a bad step is one per rejected rationale: rare)"
+    )
+    threshold: float = Field(0.5, gt=0, lt=1, description="a step scored below this is 'low': the PRM's guess of the first error")
+    best_of_n: int = Field(8, ge=1, description="samples per test question that the PRM reranks (best_of_n asset)")
+    temperature: float = Field(0.7, gt=0, description="sampling temperature of those samples")
+    models: tuple[Literal["SFT", "Self-Explore"], ...] = Field(("SFT", "Self-Explore"), description="policies sampled for best-of-N")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_tuple(cls, v: object) -> object:
+        return (v,) if isinstance(v, str) else v
+
+
 class LoRASection(_Section):
     """Low-rank adapters (PEFT) for SFT, RFT and DPO. r = 0: full fine-tuning.
 
@@ -240,6 +268,7 @@ class ExperimentConfig(_Section):
     gpair: GPairSection = GPairSection()
     dpo: DPOSection = DPOSection()
     eval: EvalSection = EvalSection()
+    prm: PRMSection = PRMSection()
     lora: LoRASection = LoRASection()
     distributed: DistributedSection = DistributedSection()
     schedule: ScheduleSection = ScheduleSection()

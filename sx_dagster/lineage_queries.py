@@ -21,3 +21,22 @@ LEFT JOIN (SELECT * FROM lineage WHERE asset = 'dpo_pairs' QUALIFY row_number() 
 WHERE d.experiment = ? AND d.id = ?
 ORDER BY x.idx
 """
+
+# Trace one process-reward training row (prm_examples: a labelled rationale in TRL's stepwise
+# format) back to what proves each of its labels: the step_labels rows, the exploration completions
+# that proved them (evidence_ids; the k failing ones for the pit) and the explorer checkpoint that
+# wrote them, and the rationale with the checkpoint that sampled it. Parameters: experiment,
+# prm_examples.id.
+TRACE_PRM_EXAMPLE_SQL = """
+SELECT e.id AS prm_example_id, e.split, l.step, l.text AS step_text, l.good, l.source, l.soft,
+       s.id AS rationale_id, sc.path AS sampler_checkpoint, x.id AS exploration_id, x.step AS explored_step,
+       x.text AS completion, x.correct AS completion_correct, ec.path AS explorer_checkpoint, ec.hash AS explorer_hash
+FROM prm_examples e
+JOIN step_labels l ON l.experiment = e.experiment AND l.sample_id = e.sample_id
+JOIN samples s ON s.experiment = e.experiment AND s.id = e.sample_id
+JOIN checkpoints sc ON sc.experiment = e.experiment AND sc.id = s.checkpoint_id
+LEFT JOIN explorations x ON x.experiment = e.experiment AND list_contains(string_split(l.evidence_ids, ','), x.id)
+LEFT JOIN checkpoints ec ON ec.experiment = e.experiment AND ec.id = x.checkpoint_id
+WHERE e.experiment = ? AND e.id = ?
+ORDER BY l.step, x.idx
+"""

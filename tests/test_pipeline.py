@@ -13,7 +13,7 @@ import pytest
 from sx_dagster.assets import ALL_ASSETS
 from sx_dagster.assets.evaluate import format_scores
 from sx_dagster.core.synthetic import SyntheticProblem, true_first_error
-from sx_dagster.lineage_queries import TRACE_DPO_PAIR_SQL
+from sx_dagster.lineage_queries import TRACE_DPO_PAIR_SQL, TRACE_PRM_EXAMPLE_SQL
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore, queries
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,8 @@ def test_whole_graph_materializes_with_rows_in_duckdb(micro):
 
 def test_every_row_carries_experiment_run_and_parent(micro):
     _, result, store, _ = micro
-    for table in ("samples", "outcome_pairs", "explorations", "pits", "dpo_pairs", "eval_predictions"):
+    tables = ("samples", "outcome_pairs", "explorations", "pits", "dpo_pairs", "eval_predictions")
+    for table in (*tables, "step_labels", "prm_examples", "best_of_n_samples", "best_of_n_scores"):
         df = store.query(f"SELECT run_id, parent_id FROM {table} WHERE experiment = 'micro'")
         assert (df["run_id"] == result.run_id).all(), table
         assert df["parent_id"].notna().all(), table
@@ -120,6 +121,45 @@ def test_lineage_query_traces_a_dpo_pair(micro):
         assert row["explorer_checkpoint"].endswith("rft_checkpoint")
         assert trace["completion"].notna().all() and trace["explored_step"].eq(pair["pit"] - 1).all()
     assert row["pairs_run_id"]
+
+
+def test_process_rewards_on_the_micro_graph(micro):
+    """Issue 25: step labels exported as a `datasets` dataset in TRL's stepwise format, a PRM
+    checkpoint, best-of-N rows for both policies, and the trace from a PRM row to its exploration."""
+    from datasets import load_from_disk
+
+    _, result, store, _ = micro
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    labels = store.query("SELECT * FROM step_labels WHERE experiment = 'micro'")
+    examples = store.query("SELECT * FROM prm_examples WHERE experiment = 'micro'")
+    assert len(labels) == meta["step_labels"]["labelled_steps"].value > 0
+    assert set(labels["source"]) <= {"correct-sample", "pool", "completion", "pit"} and (~labels["good"]).sum() > 0
+    assert (labels[labels["source"] == "pit"]["soft"] == 0.0).all()  # the k drawn at a pit all failed
+    ds = load_from_disk(meta["step_labels"]["dataset_path"].value)
+    assert set(ds) == {"train", "held_out"} and sum(len(d) for d in ds.values()) == len(examples)
+    assert ds["train"].column_names == ["prompt", "completions", "labels"]
+    row = ds["train"][0]
+    assert row["prompt"].startswith("Question: ") and len(row["completions"]) == len(row["labels"]) >= 1
+    # the pit ends a stepwise row: nothing after a bad step is labelled
+    assert all(all(r["labels"][:-1]) for d in ds.values() for r in d)
+    assert meta["process_reward_model"]["steps"].value > 0 and "loss_curve" in meta["process_reward_model"]
+    assert Path(meta["process_reward_model"]["checkpoint_path"].value, "config.json").is_file()
+    scores = store.query("SELECT model, rule, n, accuracy FROM best_of_n_scores WHERE experiment = 'micro'")
+    assert set(scores["model"]) == {"SFT", "Self-Explore"}
+    assert set(scores["rule"]) == {"greedy", "first_sample", "majority", "prm_min", "prm_last", "pass_at_n"} and set(scores["n"]) == {24}
+    pass_n = scores[scores["rule"] == "pass_at_n"].set_index("model")["accuracy"]
+    for rule in ("first_sample", "majority", "prm_min", "prm_last"):  # a pick among N is never better than any of N
+        assert (scores[scores["rule"] == rule].set_index("model")["accuracy"] <= pass_n).all()
+    samples = store.query("SELECT step_scores, min_score FROM best_of_n_samples WHERE experiment = 'micro'")
+    assert len(samples) == 2 * 24 * 3 and ((samples["min_score"] >= 0) & (samples["min_score"] <= 1)).all()
+    assert "| model | greedy |" in meta["best_of_n"]["table"].value
+    # a PRM training row of a rejected rationale traces to the completions that prove its pit and the explorer
+    rejected = examples.merge(labels[labels["source"] == "pit"][["sample_id"]], on="sample_id")
+    trace = store.query(TRACE_PRM_EXAMPLE_SQL, ["micro", rejected["id"].iloc[0]])
+    pit = trace[trace["source"] == "pit"]
+    assert len(pit) == 2 and not pit["completion_correct"].any()  # k = 2, both failed
+    assert pit["explorer_checkpoint"].str.endswith("rft_checkpoint").all()
+    assert trace["sampler_checkpoint"].str.endswith("sft_checkpoint").all()
 
 
 def test_metadata_a_user_wants(micro):

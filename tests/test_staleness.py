@@ -10,8 +10,9 @@ from sx_dagster.assets import ALL_ASSETS
 from sx_dagster.assets._stage import code_version, imported_modules
 
 PARTITION = "micro"  # micro-b finds no D_pair to train on
-DPO = {"trained_model", "outcome_dpo_model", "eval_scores"}
-EXPLORE = {"first_pit_labels", "dpo_pairs", "trained_model", "eval_scores"}
+DPO = {"trained_model", "outcome_dpo_model", "eval_scores", "best_of_n"}
+PRM = {"step_labels", "process_reward_model", "best_of_n"}
+EXPLORE = {"first_pit_labels", "dpo_pairs", "trained_model", "eval_scores", *PRM}
 
 
 def _ran(tmp: Path) -> set[str]:
@@ -33,6 +34,16 @@ def test_a_config_change_reruns_only_the_stages_that_read_it(tmp_path, monkeypat
     k = _experiments(tmp_path, "k.yaml", PARTITION, {"dpo": {"learning_rate": 2.0e-5}, "explore": {"k": 3}})
     monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(k))
     assert _ran(tmp_path) == EXPLORE
+    # A PRM hyperparameter re-trains the PRM and re-ranks best-of-N; SFT through DPO and eval stay.
+    prm = _experiments(tmp_path, "prm.yaml", PARTITION, {"dpo": {"learning_rate": 2.0e-5}, "explore": {"k": 3}, "prm": {"epochs": 1}})
+    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(prm))
+    assert _ran(tmp_path) == {"process_reward_model", "best_of_n"}
+    # N of best-of-N re-runs best-of-N alone
+    n = _experiments(
+        tmp_path, "n.yaml", PARTITION, {"dpo": {"learning_rate": 2.0e-5}, "explore": {"k": 3}, "prm": {"epochs": 1, "best_of_n": 2}}
+    )
+    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(n))
+    assert _ran(tmp_path) == {"best_of_n"}
 
 
 def _versions(changed: dict[str, bytes] | None = None) -> dict[str, str]:
@@ -47,7 +58,13 @@ def test_code_versions_follow_the_imports():
     vllm = "sx_dagster.ml.vllm_backend"
     after = _versions({vllm: b"# edited\n"})
     # the generation stages run vLLM; training, data and pairs do not
-    assert {a for a in before if before[a] != after[a]} == {"sampled_rationales", "first_pit_labels", "eval_scores"}
+    assert {a for a in before if before[a] != after[a]} == {
+        "sampled_rationales",
+        "first_pit_labels",
+        "eval_scores",
+        "best_of_n",
+        "process_reward_model",  # best_of_n's module
+    }
     # the Pipes training job is not something sampling, exploration or evaluation run
     job = _versions({"sx_dagster.ml.train_job": b"# edited\n"})
     assert {a for a in before if before[a] != job[a]} == {
@@ -56,7 +73,12 @@ def test_code_versions_follow_the_imports():
         "rft_checkpoint",
         "trained_model",
         "outcome_dpo_model",
+        "process_reward_model",
+        "best_of_n",  # one module with the PRM (assets/prm.py): code versions are per module
     }
+    # the PRM trainer is the PRM's and best-of-N's alone: training.train reaches it by name
+    prm = _versions({"sx_dagster.ml.prm": b"# edited\n"})
+    assert {a for a in before if before[a] != prm[a]} == {"process_reward_model", "best_of_n"}
     # a change to a method module reaches what imports it, not the rest
     gp = _versions({"sx_dagster.core.gpairs": b"# edited\n"})
     assert {a for a in before if before[a] != gp[a]} == {"outcome_pairs", "dpo_pairs"}

@@ -6,7 +6,9 @@ from sx_dagster.assets.evaluate import eval_scores
 from sx_dagster.assets.explore import first_pit_labels
 from sx_dagster.assets.models import base_model, rft_checkpoint, sft_checkpoint
 from sx_dagster.assets.pairs import dpo_pairs, outcome_pairs
+from sx_dagster.assets.prm import best_of_n, process_reward_model
 from sx_dagster.assets.sampling import sampled_rationales
+from sx_dagster.assets.step_labels import step_labels
 
 ALL_ASSETS = [
     task_dataset,
@@ -20,4 +22,7 @@ ALL_ASSETS = [
     trained_model,
     outcome_dpo_model,
     eval_scores,
+    step_labels,
+    process_reward_model,
+    best_of_n,
 ]

@@ -133,11 +133,18 @@ def estimate(
     batches: dict[str, tuple[int, int]] | None = None,
     include_gold: bool = True,
     sampled_questions: int | None = None,
+    prm_correct_per_question: int | None = None,
+    best_of_n: int = 0,
+    best_of_n_models: int = 2,
 ) -> list[StageEstimate]:
     """Per-stage tokens, time, memory and optimizer steps of one experiment (``epochs``: sft,
     rft, dpo; ``batches``: per-device batch and accumulation of each, over ``devices`` processes;
     ``include_gold``: RFT trains on the gold rationales too; ``sampled_questions``: the training
-    questions sampled and explored, ``sampling.questions``; None = all)."""
+    questions sampled and explored, ``sampling.questions``; None = all). With ``epochs["prm"]``
+    the process reward model is counted too (every rejected rationale and
+    ``prm_correct_per_question`` correct ones per sampled question, None = all RFT kept), and with
+    ``best_of_n`` > 0 best-of-N: N samples per test question from ``best_of_n_models`` policies,
+    each scored by the PRM (one forward pass)."""
     dev = DEVICES[device]
     p = shape.params
     seq, comp = TASK_TOKENS[task]
@@ -162,6 +169,18 @@ def estimate(
     mem = lambda ref: train_memory_gb(p, devices, lora, qlora, zero, ref)  # noqa: E731
     floor = lambda n_steps: n_steps * dev.step_floor_s  # noqa: E731
     sft_steps, rft_steps, dpo_steps = steps("sft", n_train), steps("rft", rft_rows), steps("dpo", pairs)
+    extra = []
+    if "prm" in epochs:
+        correct = 2 * sampled if prm_correct_per_question is None else min(prm_correct_per_question, 2) * sampled
+        prm_rows = pairs + correct
+        prm_tokens = prm_rows * seq * epochs["prm"]
+        prm_steps = steps("prm", prm_rows)
+        extra.append(StageEstimate("process_reward_model", prm_tokens, max(train_s(prm_tokens), floor(prm_steps)), mem(False), prm_steps))
+    if best_of_n:
+        bon_tokens = best_of_n_models * n_test * best_of_n * comp
+        # generation, then the PRM reads prompt + rationale once (2 FLOPs per parameter and token)
+        bon_s = bon_tokens / gen_tps + train_s(bon_tokens * seq / comp, 2)
+        extra.append(StageEstimate("best_of_n", bon_tokens, bon_s, gen_mem))
     return [
         StageEstimate("sft_checkpoint", sft_tokens, max(train_s(sft_tokens), floor(sft_steps)), mem(False), sft_steps),
         StageEstimate("sampled_rationales", sample_tokens, sample_tokens / gen_tps, gen_mem),
@@ -170,6 +189,7 @@ def estimate(
         # policy forward + backward (6) and the reference forward (2) per token, two DPO models
         StageEstimate("DPO (x2)", 2 * dpo_tokens, max(train_s(2 * dpo_tokens, 8), floor(2 * dpo_steps)), mem(True), dpo_steps),
         StageEstimate("eval_scores", eval_tokens, eval_tokens / gen_tps, gen_mem),
+        *extra,
     ]
 
 

@@ -17,6 +17,7 @@ A rejected rationale without a pit labels only its proven steps.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -102,3 +103,15 @@ def agrees_with_truth(labels: Sequence[StepLabel], true_first_error: int | None)
         if not lab.good and lab.step != true_first_error:
             return False
     return True
+
+
+def held_out(question_id: str, share: float) -> bool:
+    """Whether a question's labelled rationales are held out of PRM training (its own evaluation):
+    a stable hash of the id, so the split never moves when other questions come or go."""
+    digest = hashlib.sha256(question_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def first_low_step(scores: Sequence[float], threshold: float) -> int | None:
+    """The PRM's guess of the first error: the first step (1-based) scored below ``threshold``."""
+    return next((i + 1 for i, s in enumerate(scores) if s < threshold), None)

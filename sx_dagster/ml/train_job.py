@@ -22,12 +22,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sx_dagster.config import DPOSection, LoRASection, RFTSection, TrainSection
+from sx_dagster.config import DPOSection, LoRASection, PRMSection, RFTSection, TrainSection
 from sx_dagster.parent import die_with_run
 
 # The section classes a spec may carry, by name: the name travels with the section so that
 # an RFTSection comes back as an RFTSection (a TrainSection forbids RFT's extra fields).
-SECTIONS: dict[str, type[TrainSection] | type[DPOSection]] = {"sft": TrainSection, "rft": RFTSection, "dpo": DPOSection}
+SECTIONS: dict[str, type[TrainSection] | type[DPOSection]] = {
+    "sft": TrainSection,
+    "rft": RFTSection,
+    "dpo": DPOSection,
+    "prm": PRMSection,
+}
 
 
 class PrecisionSpec(BaseModel):
@@ -41,9 +46,9 @@ class TrainSpec(BaseModel):
     """One training stage, as it crosses the process boundary."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["sft", "dpo"] = Field(description="the trainer: sft (SFT and RFT) or dpo")
-    section_kind: Literal["sft", "rft", "dpo"] = Field(description="which config section `section` is")
-    section: TrainSection | RFTSection | DPOSection
+    kind: Literal["sft", "dpo", "prm"] = Field(description="the trainer: sft (SFT and RFT), dpo or prm")
+    section_kind: Literal["sft", "rft", "dpo", "prm"] = Field(description="which config section `section` is")
+    section: TrainSection | RFTSection | DPOSection | PRMSection
     model_path: str
     ref_path: str | None = None
     rows: str = Field("", description="the JSONL file of training rows (set by write_spec)")

@@ -6,6 +6,7 @@ resource: TRL's defaults (bf16, checkpointing on) fail or silently autocast on C
 
 from __future__ import annotations
 
+import importlib
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -324,9 +325,16 @@ def train_dpo(
 def train(
     kind: str, model_path: str | Path, ref_path: str | Path | None, rows: Sequence[dict], out_dir: Path, section, **common
 ) -> TrainResult:
-    """One training stage by kind: ``sft`` (SFT and RFT) or ``dpo``; in-process and Pipes jobs both come here."""
+    """One training stage by kind: ``sft`` (SFT and RFT), ``dpo`` or ``prm`` (the process reward
+    model); in-process and Pipes jobs both come here."""
     if kind == "sft":
         return train_sft(model_path, rows, out_dir, section, **common)
     if kind == "dpo":
         return train_dpo(model_path, ref_path, rows, out_dir, section, **common)
+    if kind == "prm":
+        # By name, not an import statement: a stage's code version follows its imports
+        # (assets/_stage.code_version), and SFT, RFT and DPO never run the PRM trainer; the PRM
+        # asset imports sx_dagster.ml.prm itself, so its code version does follow it.
+        train_prm = importlib.import_module("sx_dagster.ml.prm").train_prm
+        return train_prm(model_path, rows, out_dir, section, **common)
     raise ValueError(f"unknown training kind {kind!r}")
