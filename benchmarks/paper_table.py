@@ -332,6 +332,9 @@ def process_reward_columns(store, name: str) -> dict:
         "prm held-out first low = true": ("process_reward_model", "held_out_first_low_equals_true_first_error", 100),
         "prm test first low = true": ("best_of_n", "prm_first_low_equals_true_first_error", 100),
         "prm test wrong rationales": ("best_of_n", "wrong_rationales_scored", 1),
+        "prm test low step on right": ("best_of_n", "prm_low_step_on_right_rationales", 100),
+        "prm test AUC min": ("best_of_n", "prm_auc_min", 100),
+        "prm test AUC last": ("best_of_n", "prm_auc_last", 100),
         "prm train s": ("process_reward_model", "train_seconds", 1),
     }
     for col, (asset, key, scale) in keys.items():

@@ -136,7 +136,8 @@ def test_process_rewards_on_the_micro_graph(micro):
     assert set(labels["source"]) <= {"correct-sample", "pool", "completion", "pit"} and (~labels["good"]).sum() > 0
     assert (labels[labels["source"] == "pit"]["soft"] == 0.0).all()  # the k drawn at a pit all failed
     ds = load_from_disk(meta["step_labels"]["dataset_path"].value)
-    assert set(ds) == {"train", "held_out"} and sum(len(d) for d in ds.values()) == len(examples)
+    # a split with no rows is left out (datasets cannot load one back)
+    assert "train" in set(ds) <= {"train", "held_out"} and sum(len(d) for d in ds.values()) == len(examples)
     assert ds["train"].column_names == ["prompt", "completions", "labels"]
     row = ds["train"][0]
     assert row["prompt"].startswith("Question: ") and len(row["completions"]) == len(row["labels"]) >= 1
@@ -298,7 +299,7 @@ def test_definitions_load_with_the_shipped_experiments():
     env = {k: v for k, v in os.environ.items() if k != "SX_EXPERIMENTS_FILE"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
     lines = out.strip().split("\n")
-    assert lines[0] == "11"
+    assert lines[0] == "14"
     keys = lines[2].split(",")
     assert "tiny-synthetic" in keys and "mistral-7b-gsm8k" in keys and "deepseek-math-7b-math" in keys and len(keys) == 9
     assert lines[3] == "rerun_eval_tiny_synthetic"
@@ -470,6 +471,8 @@ def test_gpu_steps_share_a_pool_retry_with_backoff_and_request_gpus_on_k8s(monke
         "outcome_dpo_model",
         "trained_model",
         "eval_scores",
+        "process_reward_model",
+        "best_of_n",
     }
     assert all("dagster-k8s/config" in by_key[k].op.tags for k in gpu)
     monkeypatch.delenv("SX_STEP_RETRIES")

@@ -6,7 +6,7 @@ import pytest
 
 from sx_dagster.assets.prm import format_best_of_n
 from sx_dagster.assets.step_labels import _labels
-from sx_dagster.core.best_of_n import Candidate, best_of_n_correct, majority_pick, prm_pick, rationale_score
+from sx_dagster.core.best_of_n import Candidate, auc, best_of_n_correct, majority_pick, prm_pick, rationale_score
 from sx_dagster.core.step_labels import first_low_step, held_out
 from sx_dagster.resources import LineageStore
 
@@ -146,3 +146,11 @@ def test_step_features_put_one_label_on_the_last_token_of_each_step():
     bad_w, good_w = class_weights([{"labels": labels}])
     assert bad_w * 1 == good_w * 3 == 2.0
     assert class_weights([{"labels": [IGNORE, 1, 1]}]) is None
+
+
+def test_auc_is_the_chance_a_right_rationale_outscores_a_wrong_one():
+    assert auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert auc([0.1], [0.9]) == 0.0
+    assert auc([0.5, 0.5], [0.5]) == 0.5  # a constant score tells nothing
+    assert auc([0.3, 0.7], [0.5]) == 0.5
+    assert auc([], [0.5]) is None

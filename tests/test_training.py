@@ -37,10 +37,12 @@ def _materialize(tmp: Path, partition: str, instance=None, selection=("task_data
     )
 
 
-def _changed(a: Path, b: Path) -> set[str]:
+def _changed(a: Path, b: Path, head: tuple[str, ...] = ()) -> set[str]:
+    """Tensors of checkpoint ``a`` that ``b`` changed; ``b`` may add ``head`` (the PRM's new
+    classifier), nothing else."""
     x, y = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    assert set(x) == set(y)  # same plain architecture: no adapter tensors in a checkpoint
-    return {k for k in x if (x[k] - y[k]).abs().max() > 0}
+    assert set(y) - set(x) == set(head) and set(x) - set(y) <= {"lm_head.weight"}  # no adapter tensors in a checkpoint
+    return {k for k in x if k in y and (x[k] - y[k]).abs().max() > 0}
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +102,12 @@ def test_sft_as_a_pipes_subprocess_in_two_cpu_processes(tmp_path):
 
 
 PIPES_SELECTION = ("task_dataset", "base_model", "sft_checkpoint", "sampled_rationales", "rft_checkpoint", "outcome_pairs",
-                   "outcome_dpo_model")  # fmt: skip
+                   "outcome_dpo_model", "first_pit_labels", "step_labels", "process_reward_model")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def pipes_run(tmp_path_factory):
-    """SFT, RFT and DPO of micro-pipes, each a 2-process torchrun job launched through Pipes."""
+    """SFT, RFT, DPO and the PRM of micro-pipes, each a 2-process torchrun job launched through Pipes."""
     tmp = tmp_path_factory.mktemp("pipes")
     instance = dg.DagsterInstance.ephemeral()
     result = _materialize(tmp, "micro-pipes", instance, PIPES_SELECTION)
@@ -116,7 +118,12 @@ def pipes_run(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "asset, start, section_kind",
-    [("sft_checkpoint", "base_model", "sft"), ("rft_checkpoint", "base_model", "rft"), ("outcome_dpo_model", "rft_checkpoint", "dpo")],
+    [
+        ("sft_checkpoint", "base_model", "sft"),
+        ("rft_checkpoint", "base_model", "rft"),
+        ("outcome_dpo_model", "rft_checkpoint", "dpo"),
+        ("process_reward_model", "sft_checkpoint", "prm"),
+    ],
 )
 def test_each_training_kind_runs_as_a_two_process_pipes_job(pipes_run, asset, start, section_kind):
     ck, result, meta, logs = pipes_run
@@ -124,19 +131,20 @@ def test_each_training_kind_runs_as_a_two_process_pipes_job(pipes_run, asset, st
     m = meta[asset]
     assert m["training_processes"].value == 2
     exp = get_experiment("micro-pipes")
-    section = {"sft": exp.sft, "rft": exp.rft, "dpo": exp.dpo}[section_kind]
+    section = {"sft": exp.sft, "rft": exp.rft, "dpo": exp.dpo, "prm": exp.prm}[section_kind]
     assert m["global_batch"].value == section.batch_size * section.grad_accum * 2
-    rows = m["pairs"].value if section_kind == "dpo" else m["train_rows"].value
+    rows = {"dpo": "pairs", "prm": "rationales"}.get(section_kind, "train_rows")
+    rows = m[rows].value
     assert m["steps"].value == math.ceil(math.ceil(rows / section.batch_size) / 2) * section.epochs  # from the global batch
     assert any(msg.startswith(f"{section_kind} training in process") and "rank 0 of 2" in msg for msg in logs)
-    assert _changed(ck / start, ck / asset)
+    assert _changed(ck / start, ck / asset, ("score.weight", "score.bias") if section_kind == "prm" else ())
     assert not list(ck.glob("*.job"))
 
 
 def test_the_training_spec_round_trips_to_the_same_section_class(tmp_path):
     exp = get_experiment("micro-pipes")
     fields = dict(model_path="m", out_dir="o", precision={"device": "cpu", "dtype": "float32"}, seed=0, world_size=2)
-    for kind, section in (("sft", exp.sft), ("sft", exp.rft), ("dpo", exp.dpo)):
+    for kind, section in (("sft", exp.sft), ("sft", exp.rft), ("dpo", exp.dpo), ("prm", exp.prm)):
         path = write_spec(
             tmp_path / type(section).__name__, TrainSpec.of(section, kind=kind, **fields), [{"prompt": "p", "completion": "c"}]
         )

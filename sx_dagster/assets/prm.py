@@ -19,7 +19,7 @@ from sx_dagster.assets.evaluate import MODELS
 from sx_dagster.assets.step_labels import synthetic_problems
 from sx_dagster.config import ExperimentConfig, TrainSection
 from sx_dagster.core.answers import grade
-from sx_dagster.core.best_of_n import Candidate, best_of_n_correct, rationale_score
+from sx_dagster.core.best_of_n import AGGREGATES, Candidate, auc, best_of_n_correct, rationale_score
 from sx_dagster.core.prompts import question_prompt
 from sx_dagster.core.step_labels import (
     first_low_step,
@@ -31,7 +31,7 @@ from sx_dagster.resources import AcceleratorResource, CheckpointStore, Generator
 
 CODE = code_version("prm")
 PARTITIONS = experiment_partitions()
-GROUP = "process_rewards"
+GROUP = "dpo_and_eval"  # a trained model and its evaluation, beside the DPO models and eval_scores
 # What PRM training reads: the trainer's fields, the backbone and the low-score threshold of its
 # own evaluation; not best-of-N's fields, so a change there re-runs best_of_n alone.
 PRM_TRAIN_READS = (
@@ -228,12 +228,21 @@ def best_of_n(
     for d in (df, scores_df):
         d["experiment"], d["run_id"], d["split"] = stage.name, stage.run_id, split
     scores_df["parent_id"] = prm_id
+    for how in AGGREGATES:  # does the PRM's score separate right from wrong samples at all (0.5: no)
+        a = auc(df.loc[df["correct"], f"{how}_score"].tolist(), df.loc[~df["correct"], f"{how}_score"].tolist())
+        meta[f"prm_auc_{how}"] = round(a, 4) if a is not None else None
     wrong = df[~df["correct"] & df["true_first_error"].notna()]
     if len(wrong):
         same = (wrong["first_low_step"] == wrong["true_first_error"]).mean()
         meta["wrong_rationales_scored"] = len(wrong)
         meta["prm_first_low_equals_true_first_error"] = round(float(same), 4)
-        stage.log(f"PRM: first low step = true first error on {same:.1%} of {len(wrong)} wrong sampled rationales")
+        # read with it: how often a right rationale gets a low step too (a PRM that flags every
+        # step 1 "finds" every first error at step 1)
+        meta["prm_low_step_on_right_rationales"] = round(float(df.loc[df["correct"], "first_low_step"].notna().mean()), 4)
+        stage.log(
+            f"PRM: first low step = true first error on {same:.1%} of {len(wrong)} wrong sampled rationales; "
+            f"a low step on {meta['prm_low_step_on_right_rationales']:.1%} of the right ones; AUC (min) {meta['prm_auc_min']}"
+        )
     stage.replace({"best_of_n_samples": df, "best_of_n_scores": scores_df})
     table = format_best_of_n(scores_df)
     stage.log("\n" + table)

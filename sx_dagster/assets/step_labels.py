@@ -27,7 +27,7 @@ from sx_dagster.failures import step
 from sx_dagster.resources import CheckpointStore, LineageStore
 
 CODE = code_version("step_labels")
-GROUP = "process_rewards"
+GROUP = "exploration"  # exploration's labels, beside first_pit_labels and the pairs in the UI
 LABEL_EXAMPLE_COLUMNS = (("sample_id", "sample"), ("step", "step"), ("text", "step text"), ("good", "good"), ("source", "proven by"))
 
 
@@ -176,18 +176,21 @@ def step_labels(context: dg.AssetExecutionContext, lineage: LineageStore, checkp
     stage.replace({"step_labels": df, "prm_examples": ex_df})
 
     def export(tmp) -> int:
-        from datasets import Dataset, DatasetDict
+        from datasets import Dataset, DatasetDict, Features, List, Value, disable_progress_bars
 
+        disable_progress_bars()  # one bar per split in the run log says nothing
+        features = Features({"prompt": Value("string"), "completions": List(Value("string")), "labels": List(Value("bool"))})
         parts = {}
         for split in ("train", "held_out"):
             part = ex_df[ex_df["split"] == split]
-            parts[split] = Dataset.from_dict(
-                {
-                    "prompt": part["prompt"].tolist(),
-                    "completions": [json.loads(c) for c in part["completions"]],
-                    "labels": [json.loads(c) for c in part["labels"]],
-                }
-            )
+            if part.empty:
+                continue  # datasets cannot load back a split saved with no rows
+            columns = {
+                "prompt": part["prompt"].tolist(),
+                "completions": [json.loads(c) for c in part["completions"]],
+                "labels": [json.loads(c) for c in part["labels"]],
+            }
+            parts[split] = Dataset.from_dict(columns, features=features)
         DatasetDict(parts).save_to_disk(str(tmp))
         return sum(len(p) for p in parts.values())
 

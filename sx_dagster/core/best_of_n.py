@@ -64,3 +64,22 @@ def best_of_n_correct(candidates: Sequence[Candidate]) -> dict[str, bool]:
         "pass_at_n": any(c.correct for c in candidates),
         "first_sample": candidates[0].correct,
     }
+
+
+def auc(right: Sequence[float], wrong: Sequence[float]) -> float | None:
+    """The chance that a right rationale outscores a wrong one (ties count half): how well a PRM's
+    rationale score separates them, whatever threshold. 0.5 is a PRM that cannot tell them apart."""
+    if not right or not wrong:
+        return None
+    ordered = sorted([(s, 1) for s in right] + [(s, 0) for s in wrong])
+    # Mann-Whitney U from ranks (ties share their average rank)
+    rank_sum, i = 0.0, 0
+    while i < len(ordered):
+        j = i
+        while j < len(ordered) and ordered[j][0] == ordered[i][0]:
+            j += 1
+        avg = (i + 1 + j) / 2
+        rank_sum += avg * sum(lab for _, lab in ordered[i:j])
+        i = j
+    n1, n0 = len(right), len(wrong)
+    return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0)
