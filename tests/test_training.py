@@ -76,6 +76,29 @@ def test_lora_dpo_uses_the_adapter_free_model_as_reference(lora_run, tmp_path):
     assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)
 
 
+def test_lora_prm_trains_the_adapter_and_the_head_and_saves_a_merged_token_classifier(lora_run, tmp_path):
+    from sx_dagster.ml.prm import score_steps, train_prm
+
+    tmp, _ = lora_run
+    start = tmp / "checkpoints" / "micro-lora" / "sft_checkpoint"
+    rows = [
+        {"prompt": "Question: 2 + 3?\nAnswer:\n", "completions": ["2 + 3 = 5", "The answer is 5"], "labels": [True, True]},
+        {"prompt": "Question: 2 + 3?\nAnswer:\n", "completions": ["2 + 3 = 6"], "labels": [False]},
+    ] * 4
+    exp = get_experiment("micro-lora")
+    section = exp.prm.model_copy(update={"epochs": 1.0, "batch_size": 4, "learning_rate": 1e-3, "max_length": 64})
+    out = tmp_path / "prm"
+    out.mkdir()
+    result = train_prm(start, rows, out, section, Precision("cpu", "float32"), seed=0, lora=exp.lora)
+    assert result.steps == 2 and result.extra["bad_step_weight"] > result.extra["good_step_weight"]
+    assert (out / "adapter" / "adapter_config.json").exists()
+    # merged: the backbone's tensors (adapted ones changed) plus the new head, no adapter tensors
+    changed = _changed(start, out, ("score.weight", "score.bias"))
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)
+    (scores,) = score_steps(out, [("Question: 2 + 3?\nAnswer:\n", ["2 + 3 = 5", "The answer is 5"])], Precision("cpu", "float32"))
+    assert len(scores) == 2 and all(0 <= p <= 1 for p in scores)
+
+
 def test_qlora_on_cpu_is_a_clear_error(lora_run):
     tmp, _ = lora_run
     with pytest.raises(ModelLoadError, match="QLoRA .* needs a CUDA device"):
