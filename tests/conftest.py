@@ -32,12 +32,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: materializes the real graph, trains, or starts processes (left out by -m 'not slow')")
 
 
-# Modules whose tests share a module-scoped fixture (a trained micro graph): under pytest-xdist
-# (`--dist loadgroup`, scripts/test.sh) their tests stay on one worker, so the fixture is built
-# once; every other test goes to whichever worker is free.
-SHARED_FIXTURE_MODULES = {"test_dpo_pairs_tokens", "test_generation", "test_pipeline", "test_training"}
-
-
 def pytest_collection_modifyitems(config, items):
     import pytest
 
@@ -45,8 +39,6 @@ def pytest_collection_modifyitems(config, items):
         module = item.module.__name__.rsplit(".", 1)[-1]
         if module in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
-        if module in SHARED_FIXTURE_MODULES:
-            item.add_marker(pytest.mark.xdist_group(module))
 
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
