@@ -99,6 +99,27 @@ def test_lora_prm_trains_the_adapter_and_the_head_and_saves_a_merged_token_class
     assert len(scores) == 2 and all(0 <= p <= 1 for p in scores)
 
 
+def test_a_prm_trained_alone_is_the_prm_trained_after_other_work(lora_run, tmp_path):
+    """The head's initial weights are seeded: whatever ran before in the process (the whole graph,
+    or nothing when a prm.* change re-runs the PRM alone), the same seed gives the same PRM."""
+    import torch
+
+    from sx_dagster.ml.prm import train_prm
+
+    tmp, _ = lora_run
+    start = tmp / "checkpoints" / "micro-lora" / "sft_checkpoint"
+    rows = [{"prompt": "Question: 2 + 3?\nAnswer:\n", "completions": ["2 + 3 = 6"], "labels": [False]}] * 4
+    section = get_experiment("micro-lora").prm.model_copy(update={"epochs": 1.0, "batch_size": 4, "learning_rate": 1e-3})
+    outs = []
+    for other_work in (1, 2):
+        torch.manual_seed(other_work)  # a different global RNG state before each
+        out = tmp_path / f"prm{other_work}"
+        out.mkdir()
+        train_prm(start, rows, out, section, Precision("cpu", "float32"), seed=0)
+        outs.append(load_file(out / "model.safetensors"))
+    assert outs[0].keys() == outs[1].keys() and all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
 def test_qlora_on_cpu_is_a_clear_error(lora_run):
     tmp, _ = lora_run
     with pytest.raises(ModelLoadError, match="QLoRA .* needs a CUDA device"):

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedModel, Trainer, TrainingArguments
+from transformers import (
+    AutoModelForTokenClassification,
+    DataCollatorForTokenClassification,
+    PreTrainedModel,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
 
 from sx_dagster.config import LoRASection, PRMSection
 from sx_dagster.ml.models import DTYPES, ModelLoadError, check_remote_code, load_tokenizer
@@ -87,6 +94,9 @@ def train_prm(
     if lora is not None and lora.qlora:
         raise ValueError("lora.qlora is not supported for the process reward model: use lora.r without qlora")
     tokenizer = load_tokenizer(model_path, padding_side="right", trust_remote_code=trust_remote_code)
+    # The new head's initial weights come from the global RNG: seed it here, or a PRM trained
+    # alone (a prm.* change) starts from other weights than one trained after the whole graph.
+    set_seed(seed)
     model = load_prm(model_path, precision.device, precision.dtype, trust_remote_code)
     model.config.pad_token_id = tokenizer.pad_token_id
     if lora is not None and lora.r > 0:
