@@ -142,6 +142,13 @@ def test_step_features_put_one_label_on_the_last_token_of_each_step():
     assert step_features(tok, prompt, steps)[0] == ids
     cut = step_features(tok, prompt, steps, max_length=ends[1] + 1)
     assert cut[2] == ends[:2]
+    # a row whose steps do not all fit is counted (the asset warns), and kept with the steps that fit
+    from sx_dagster.ml.prm import _features
+
+    row = {"prompt": prompt, "completions": steps, "labels": [True, False, True, True]}
+    feats, n_cut = _features(tok, [row, row], ends[1] + 1)
+    assert n_cut == 2 and [f["labels"][e] for e in ends[:2] for f in feats[:1]] == [1, 0]
+    assert _features(tok, [row], 10_000)[1] == 0
     # rare bad steps weigh as much in total as the common good ones
     bad_w, good_w = class_weights([{"labels": labels}])
     assert bad_w * 1 == good_w * 3 == 2.0

@@ -100,6 +100,12 @@ def process_reward_model(
     fit = lambda tmp: run_training(stage, accelerator, "prm", start_path, rows, cfg, tmp)  # noqa: E731
     path, digest, result = stage.write_checkpoint(checkpoints, "process_reward_model", fit, start_id)
     meta = {"rationales": len(rows), "backbone": backbone, **train_metadata(result, "PRM loss")}
+    if cut := int(result.extra.get("prm_rows_cut", 0)):
+        stage.context.log.warning(
+            f"[{stage.name}] {cut} of {len(rows)} labelled rationales are longer than prm.max_length {cfg.max_length} tokens: "
+            "their later steps were left out of PRM training; raise prm.max_length"
+        )
+    meta["rationales_cut"] = cut
     held = held_out_metrics(lineage, stage.exp, path, accelerator.precision())
     meta.update(held)
     if held["held_out_rationales"]:

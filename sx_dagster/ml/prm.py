@@ -65,13 +65,15 @@ def load_prm(path: str | Path, device: str, dtype: str, trust_remote_code: bool 
     return model.to(device)
 
 
-def _features(tokenizer, rows: Sequence[dict], max_length: int) -> list[dict]:
-    out = []
+def _features(tokenizer, rows: Sequence[dict], max_length: int) -> tuple[list[dict], int]:
+    """Token features of the rows, and how many rows lost steps to ``max_length``."""
+    out, cut = [], 0
     for r in rows:
         ids, targets, ends = step_features(tokenizer, r["prompt"], r["completions"], r["labels"], r.get("separator", "\n"), max_length)
+        cut += len(ends) < len(r["completions"])
         if ends:
             out.append({"input_ids": ids, "labels": targets})
-    return out
+    return out, cut
 
 
 def train_prm(
@@ -111,11 +113,12 @@ def train_prm(
         )
         model = get_peft_model(model, config)
     model.train()
-    features = _features(tokenizer, rows, section.max_length)
+    features, cut = _features(tokenizer, rows, section.max_length)
     args = trainer_arguments(section, precision, seed, out_dir, len(features), parallel, world_size)
     args.pop("max_length")  # a TRL field; step_features cuts at it
     result = _result_with_schedule(section, len(features), world_size)
     result.extra["prm_rows"] = float(len(features))
+    result.extra["prm_rows_cut"] = float(cut)  # steps past max_length have no label position: the asset warns
     weights = class_weights(features) if section.balance_classes else None
     if weights is not None:
         result.extra["bad_step_weight"], result.extra["good_step_weight"] = weights
