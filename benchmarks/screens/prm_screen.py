@@ -40,9 +40,8 @@ def main() -> None:
     import torch
 
     from sx_dagster.assets._stage import checkpoint_id  # noqa: F401 - the package's import order
-    from sx_dagster.assets.prm import _stepwise_rows, held_out_metrics
+    from sx_dagster.assets.prm import held_out_metrics, prm_training_rows
     from sx_dagster.config import get_experiment
-    from sx_dagster.core.steps import step_separator
     from sx_dagster.ml.prm import train_prm
     from sx_dagster.ml.training import Precision
     from sx_dagster.resources import AcceleratorResource, LineageStore
@@ -60,16 +59,10 @@ def main() -> None:
     cfg, store = exp.prm, LineageStore()
     acc = AcceleratorResource()
     precision = Precision(acc.resolve_device(), acc.resolve_dtype())
-    train = _stepwise_rows(store, exp.name, "train")
-    if train.empty:
+    rows, backbone = prm_training_rows(store, exp)
+    if not rows:
         raise SystemExit(f"no step_labels for {exp.name!r} in {store.path()}: materialize the graph first")
-    if cfg.correct_per_question is not None:
-        keep = (train["kind"] == "rejected") | (train.groupby(["question_id", "kind"]).cumcount() < cfg.correct_per_question)
-        train = train[keep]
-    backbone = "sft_checkpoint" if cfg.backbone == "sft" else "rft_checkpoint"
     start = store.latest_lineage(exp.name, backbone)["checkpoint_path"]
-    sep = step_separator(exp.task.name)
-    rows = [dict(prompt=r.prompt, completions=r.completions, labels=r.labels, separator=sep) for r in train.itertuples()]
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         result = train_prm(start, rows, Path(tmp) / "prm", cfg, precision, exp.seed)

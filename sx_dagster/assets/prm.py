@@ -67,6 +67,20 @@ def _stepwise_rows(lineage: LineageStore, experiment: str, split: str) -> pd.Dat
     return df
 
 
+def prm_training_rows(lineage: LineageStore, exp: ExperimentConfig) -> tuple[list[dict], str]:
+    """The rows the PRM trains on (the train split: every rejected rationale and, with
+    ``prm.correct_per_question``, the first n correct ones of each question), each with its
+    step separator, and the asset of its backbone. Also what ``benchmarks/screens/prm_screen.py`` trains on."""
+    cfg = exp.prm
+    train = _stepwise_rows(lineage, exp.name, "train")
+    if cfg.correct_per_question is not None:
+        keep = (train["kind"] == "rejected") | (train.groupby(["question_id", "kind"]).cumcount() < cfg.correct_per_question)
+        train = train[keep]
+    sep = step_separator(exp.task.name)
+    rows = [dict(prompt=r.prompt, completions=r.completions, labels=r.labels, separator=sep) for r in train.itertuples()]
+    return rows, "sft_checkpoint" if cfg.backbone == "sft" else "rft_checkpoint"
+
+
 @dg.asset(
     partitions_def=PARTITIONS,
     group_name=GROUP,
@@ -84,18 +98,11 @@ def process_reward_model(
     stage = Stage(context, lineage, "process_reward_model", CODE, reads=PRM_TRAIN_READS)
     if (skip := stage.unchanged(checkpoints)) is not None:
         return skip
-    cfg, task = stage.exp.prm, stage.exp.task.name
-    train = _stepwise_rows(lineage, stage.name, "train")
-    if train.empty:
+    cfg = stage.exp.prm
+    rows, backbone = prm_training_rows(lineage, stage.exp)
+    if not rows:
         raise dg.Failure(f"[{stage.name}] step_labels has no training rationales: nothing to train the PRM on", allow_retries=False)
-    if cfg.correct_per_question is not None:
-        # every rejected rationale (the only bad steps) and the first n correct ones of each question
-        keep = (train["kind"] == "rejected") | (train.groupby(["question_id", "kind"]).cumcount() < cfg.correct_per_question)
-        train = train[keep]
-    backbone = "sft_checkpoint" if cfg.backbone == "sft" else "rft_checkpoint"
     start_path, start_id = stage.input_checkpoint(backbone)
-    sep = step_separator(task)
-    rows = [dict(prompt=r.prompt, completions=r.completions, labels=r.labels, separator=sep) for r in train.itertuples()]
     stage.log(f"PRM on {len(rows)} labelled rationales from {backbone} (lr {cfg.learning_rate}, {cfg.epochs} epochs)")
     fit = lambda tmp: run_training(stage, accelerator, "prm", start_path, rows, cfg, tmp)  # noqa: E731
     path, digest, result = stage.write_checkpoint(checkpoints, "process_reward_model", fit, start_id)
