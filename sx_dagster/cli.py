@@ -104,18 +104,24 @@ def _stopped_exit_code() -> int | None:
 def run(experiment: str, select: str | None = None) -> int:
     import dagster as dg
 
-    from sx_dagster.assets import ALL_ASSETS
+    from sx_dagster.assets import rounds_graph
     from sx_dagster.config import get_experiment
     from sx_dagster.definitions import resources
 
-    get_experiment(experiment)  # a clear error before anything starts
+    exp = get_experiment(experiment)  # a clear error before anything starts
     estimate(experiment)
     print(f"accelerator: {resources()['accelerator'].describe()}", flush=True)
     t0 = time.time()
     selection = [a.strip() for a in select.split(",")] if select else None
     instance = _instance()
+    # rounds.count > 1: rounds 2.. of the per-round assets too, after round 1 (issue 26)
     result = dg.materialize(
-        ALL_ASSETS, partition_key=experiment, resources=resources(), instance=instance, selection=selection, raise_on_error=False
+        rounds_graph(exp.rounds.count),
+        partition_key=experiment,
+        resources=resources(),
+        instance=instance,
+        selection=selection,
+        raise_on_error=False,
     )
     _watch_checkpoints(instance)  # a checkpoint this run wrote again passes its check in the UI now
     timings = []
@@ -195,6 +201,13 @@ def table(experiment: str) -> int:
         n = int(bon["best_of"].iloc[0])
         print(f"\nBest-of-{n} with the process reward model: {experiment} ({split} accuracy, %; one sample = the first of the {n})\n")
         print(format_best_of_n(bon))
+    from sx_dagster.assets.evaluate import format_rounds, rounds_report
+    from sx_dagster.config import get_experiment
+
+    report = rounds_report(LineageStore(), experiment, get_experiment(experiment).rounds.count)
+    if len(report) > 1:
+        print(f"\nRounds: {experiment} (each round samples and explores with the previous round's Self-Explore model; {split} %)\n")
+        print(format_rounds(report))
     return 0
 
 

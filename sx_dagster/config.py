@@ -211,6 +211,23 @@ class PRMSection(TrainSection):
         return (v,) if isinstance(v, str) else v
 
 
+class RoundsSection(_Section):
+    """Iterative rounds (issue 26): round r+1 samples and explores with round r's Self-Explore
+    model, builds new pairs and trains again (as in iterative DPO, Pang et al. 2024). Round 1 is
+    the paper's single round; its assets, rows and fingerprints do not read this section. Round
+    r >= 2 is a copy of the per-round assets under ``round_<r>/`` (sx_dagster/assets/_rounds.py)."""
+
+    count: int = Field(1, ge=1, le=9, description="rounds this experiment runs; 1 = the paper (no round assets run)")
+    train_from: Literal["previous", "rft", "sft"] = Field(
+        "previous",
+        description="what round r >= 2's DPO starts from and is regularised against: the previous round's Self-Explore model "
+        "(iterative DPO), the round's own RFT model (the paper's recipe on the round's samples), or the SFT model",
+    )
+    pairs: Literal["replace", "accumulate"] = Field(
+        "replace", description="round r's DPO trains on its own pairs (replace) or on the pairs of rounds 1..r (accumulate)"
+    )
+
+
 class LoRASection(_Section):
     """Low-rank adapters (PEFT) for SFT, RFT and DPO. r = 0: full fine-tuning.
 
@@ -269,6 +286,7 @@ class ExperimentConfig(_Section):
     dpo: DPOSection = DPOSection()
     eval: EvalSection = EvalSection()
     prm: PRMSection = PRMSection()
+    rounds: RoundsSection = RoundsSection()
     lora: LoRASection = LoRASection()
     distributed: DistributedSection = DistributedSection()
     schedule: ScheduleSection = ScheduleSection()

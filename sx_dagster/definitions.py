@@ -6,22 +6,33 @@ import os
 
 import dagster as dg
 
-from sx_dagster.assets import ALL_ASSETS
+from sx_dagster.assets import ALL_ASSETS, rounds_graph
 from sx_dagster.checkpoint_watch import checkpoint_checks, checkpoint_watch
 from sx_dagster.config import load_experiments
 from sx_dagster.failures import dead_run_reaper
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore
 
 PARTITIONS = ALL_ASSETS[0].partitions_def
+# Rounds 2..R of the per-round assets (groups round_2..), R the most any experiment runs (rounds.count)
+ROUNDS = max((e.rounds.count for e in load_experiments().values()), default=1)
+GRAPH = rounds_graph(ROUNDS)
+ROUND_GROUPS = [f"round_{r}" for r in range(2, ROUNDS + 1)]
 CHECKPOINT_CHECKS = checkpoint_checks()  # checkpoint_on_disk on each checkpoint asset
 
 self_explore_job = dg.define_asset_job(
     "self_explore",
     # checkpoint_on_disk stays out of the pipeline run: a stage has just hashed what it wrote, and each
     # check would be one more step process (or pod). The UI can run it; the checkpoint_watch sensor reports it.
-    selection=dg.AssetSelection.all() - dg.AssetSelection.checks(*CHECKPOINT_CHECKS),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(*ROUND_GROUPS) - dg.AssetSelection.checks(*CHECKPOINT_CHECKS),
     partitions_def=PARTITIONS,
     description="The whole Self-Explore pipeline for one experiment: SFT -> sample -> RFT -> explore -> DPO -> evaluate.",
+)
+rounds_job = dg.define_asset_job(
+    "self_explore_rounds",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.checks(*CHECKPOINT_CHECKS),
+    partitions_def=PARTITIONS,
+    description="The pipeline and its rounds 2..: each round samples and explores with the previous round's Self-Explore "
+    "model (rounds.count; experiments with fewer rounds fail at the first round beyond theirs).",
 )
 eval_job = dg.define_asset_job(
     "evaluate",
@@ -104,9 +115,9 @@ def executor() -> dg.ExecutorDefinition:
 
 
 defs = dg.Definitions(
-    assets=ALL_ASSETS,
+    assets=GRAPH,
     asset_checks=CHECKPOINT_CHECKS,
-    jobs=[self_explore_job, eval_job],
+    jobs=[self_explore_job, eval_job, *([rounds_job] if ROUNDS > 1 else [])],
     schedules=_schedules(),
     # with the daemon on: runs whose worker died are marked failed; a deleted checkpoint fails its partition
     sensors=[dead_run_reaper, checkpoint_watch],

@@ -92,11 +92,17 @@ def non_retriable_errors(where: str = "") -> Iterator[None]:
 
 def step(fn: F) -> F:
     """Decorator for an asset body (below ``@dg.asset``): dies with its run worker, and
-    errors that can only fail again are not retried. Dagster sees ``fn``'s own signature."""
+    errors that can only fail again are not retried. Dagster sees ``fn``'s own signature.
+    A round-r copy of the asset (``round_<r>/...``, issue 26) gets the lineage store of its
+    round, so the body's queries read and write that round's rows."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         context = args[0] if args else kwargs.get("context")
+        if "lineage" in kwargs and context is not None:
+            from sx_dagster.assets._rounds import round_of
+
+            kwargs["lineage"] = kwargs["lineage"].for_round(round_of(context.asset_key.to_user_string()))
         die_with_parent()
         _tag_worker(context)
         where, partition = fn.__name__, None

@@ -3,7 +3,8 @@
 # Trace one step-level DPO pair back to everything that produced it: the D_pair pair, the
 # rejected rationale and the SFT checkpoint that sampled it, the exploration completions
 # from the prefix before the pit, and the explorer (RFT) checkpoint. Parameters: experiment,
-# dpo_pairs.id.
+# dpo_pairs.id. A pair of round r >= 2 (issue 26): run it on LineageStore().for_round(r), whose
+# unqualified tables are that round's; then TRACE_CHECKPOINT_SQL from its sampler checkpoint.
 TRACE_DPO_PAIR_SQL = """
 SELECT d.id AS dpo_pair_id, d.pit, d.prompt, d.chosen, d.rejected, d.chosen_source,
        op.id AS outcome_pair_id, s.id AS rationale_id, s.text AS rationale, s.seed AS sample_seed,
@@ -16,8 +17,8 @@ JOIN samples s ON s.experiment = d.experiment AND s.id = op.rejected_sample_id
 JOIN checkpoints sc ON sc.experiment = d.experiment AND sc.id = s.checkpoint_id
 LEFT JOIN explorations x ON x.experiment = d.experiment AND x.pair_id = d.pair_id AND x.step = d.pit - 1
 LEFT JOIN checkpoints ec ON ec.experiment = d.experiment AND ec.id = x.checkpoint_id
-LEFT JOIN (SELECT * FROM lineage WHERE asset = 'dpo_pairs' QUALIFY row_number() OVER
-           (PARTITION BY experiment ORDER BY created_at DESC) = 1) l ON l.experiment = d.experiment
+LEFT JOIN (SELECT * FROM lineage WHERE regexp_full_match(asset, '(round_[0-9]+/)?dpo_pairs') QUALIFY row_number() OVER
+           (PARTITION BY experiment, round ORDER BY created_at DESC) = 1) l ON l.experiment = d.experiment AND l.round = d.round
 WHERE d.experiment = ? AND d.id = ?
 ORDER BY x.idx
 """
@@ -39,4 +40,20 @@ LEFT JOIN explorations x ON x.experiment = e.experiment AND list_contains(string
 LEFT JOIN checkpoints ec ON ec.experiment = e.experiment AND ec.id = x.checkpoint_id
 WHERE e.experiment = ? AND e.id = ?
 ORDER BY l.step, x.idx
+"""
+
+# Walk a checkpoint back through the checkpoints it was trained from (parent_id), to the base
+# model: a round-3 Self-Explore model -> round 2's -> round 1's -> the RFT model -> the base
+# model (rounds.train_from: previous). Parameters: experiment, checkpoint id (e.g. a round's
+# samples.checkpoint_id: the model that sampled them).
+TRACE_CHECKPOINT_SQL = """
+WITH RECURSIVE chain(depth, id) AS (
+    SELECT 0, $2
+    UNION ALL
+    SELECT chain.depth + 1, k.parent_id FROM chain JOIN checkpoints k ON k.experiment = $1 AND k.id = chain.id
+    WHERE k.parent_id IS NOT NULL AND chain.depth < 64
+)
+SELECT chain.depth, k.id, k.name, k.round, k.path, k.run_id
+FROM chain JOIN checkpoints k ON k.experiment = $1 AND k.id = chain.id
+ORDER BY chain.depth
 """

@@ -1,5 +1,6 @@
 """One module per stage of the paper; each asset body reads like the step it implements."""
 
+from sx_dagster.assets._rounds import PER_ROUND, round_assets
 from sx_dagster.assets.data import task_dataset
 from sx_dagster.assets.dpo import outcome_dpo_model, trained_model
 from sx_dagster.assets.evaluate import eval_scores
@@ -26,3 +27,8 @@ ALL_ASSETS = [
     process_reward_model,
     best_of_n,
 ]
+
+
+def rounds_graph(rounds: int) -> list:
+    """The whole graph with rounds 2..``rounds`` of the per-round assets (issue 26)."""
+    return ALL_ASSETS + round_assets([a for a in ALL_ASSETS if a.key.to_user_string() in PER_ROUND], rounds)

@@ -30,6 +30,23 @@ def line_plot(xs: Sequence[float], ys: Sequence[float], title: str, xlabel: str,
     return _md(fig)
 
 
+def lines_plot(xs: Sequence[float], series: dict[str, Sequence[float]], title: str, xlabel: str, ylabel: str) -> dg.MetadataValue:
+    """One line per series (a legend names them), e.g. accuracy against round per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for name, ys in series.items():
+        ax.plot(list(xs), list(ys), marker="o", label=name)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize="small")
+    return _md(fig)
+
+
 def bar_figure(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str, ymax: float | None = None, integer: bool = False):
     """The bar chart as a matplotlib figure (tests read its axes). ``ymax``: the y axis runs
     from 0 to at least this (a chart of zeros keeps its scale); ``integer``: counts, whole ticks."""

@@ -19,6 +19,7 @@ import dagster as dg
 import pandas as pd
 
 from sx_dagster.assets._plots import line_plot
+from sx_dagster.assets._rounds import input_names, resolved_input, round_key, round_of
 from sx_dagster.config import ConfigError, ExperimentConfig, get_experiment, load_experiments
 from sx_dagster.resources import CheckpointStore, LineageStore
 from sx_dagster.resources.checkpoints import MISSING, checkpoint_hash, checkpoint_problem, file_digest
@@ -154,27 +155,42 @@ class Stage:
         ``deps``, declared once on the asset. ``task_files``: the stage reads the task's local
         JSONL files; they are fingerprinted by their bytes, so an edit in place re-runs it
         (and, through it, what depends on it)."""
-        self.context, self.lineage, self.asset = context, lineage, asset
+        self.round = round_of(context.asset_key.to_user_string())
+        # ``asset`` is the round-1 name; round r >= 2 keys its lineage, chunks and checkpoints round_<r>/<asset>
+        self.context, self.lineage, self.asset = context, lineage.for_round(self.round), round_key(asset, self.round)
+        lineage = self.lineage
         try:
             self.exp: ExperimentConfig = get_experiment(context.partition_key)
         except ConfigError as e:
             raise dg.Failure(str(e), allow_retries=False) from None
         self.name = self.exp.name
+        if self.round > self.exp.rounds.count:
+            raise dg.Failure(
+                f"{self.asset}: experiment {self.name!r} runs {self.exp.rounds.count} round(s) (rounds.count); "
+                f"round {self.round} is beyond it: raise rounds.count, or leave the round_{self.round} assets out",
+                allow_retries=False,
+            )
         self.run_id = context.run_id
+        # Inputs by their round-1 names (so round 1's fingerprints are what they were); in round
+        # r >= 2 each is read from the key the round resolves it to (sx_dagster.assets._rounds).
         self.inputs: dict[str, dict] = {}
-        for up in upstream_assets(context):
-            row = lineage.latest_lineage(self.name, up)
+        self.input_keys: dict[str, str] = {}
+        for up in input_names(asset, upstream_assets(context), self.round):
+            key = resolved_input(asset, up, self.round, self.exp.rounds.train_from)
+            row = lineage.latest_lineage(self.name, key)
             if row is None:
                 raise dg.Failure(
-                    f"{asset}: upstream asset {up!r} has not been materialized for experiment {self.name!r}", allow_retries=False
+                    f"{self.asset}: upstream asset {key!r} has not been materialized for experiment {self.name!r}", allow_retries=False
                 )
             if not _finished(row):
                 raise dg.Failure(
-                    f"{asset}: the last run of upstream asset {up!r} ({row['run_id']}) did not finish for experiment "
-                    f"{self.name!r}: re-materialize {up}",
+                    f"{self.asset}: the last run of upstream asset {key!r} ({row['run_id']}) did not finish for experiment "
+                    f"{self.name!r}: re-materialize {key}",
                     allow_retries=False,
                 )
-            self.inputs[up] = row
+            self.inputs[up], self.input_keys[up] = row, key
+        if self.round > 1:
+            reads = (*reads, "rounds")  # the round's policy and pairs follow rounds.*; round 1 never reads it
         self.config = self.exp.section_dump(*reads)
         self.code = code
         self._writes: list[tuple[dict[str, pd.DataFrame], str, list]] = []
@@ -199,15 +215,15 @@ class Stage:
     def input_checkpoint(self, up: str) -> tuple[str, str]:
         """(path or model id, checkpoint id) of an upstream model asset. A local checkpoint
         (one with a hash) that is gone from disk fails at once, naming the asset to re-run."""
-        row = self.inputs[up]
+        row, key = self.inputs[up], self.input_keys[up]
         path, digest = row["checkpoint_path"], row.get("checkpoint_hash")
         if isinstance(digest, str) and not Path(path).exists():
             raise dg.Failure(
-                f"[{self.name}] {self.asset}: checkpoint missing: {path} (written by {up}, run {row['run_id']}); "
-                f"re-materialize {up} for experiment {self.name!r}",
+                f"[{self.name}] {self.asset}: checkpoint missing: {path} (written by {key}, run {row['run_id']}); "
+                f"re-materialize {key} for experiment {self.name!r}",
                 allow_retries=False,
             )
-        return path, checkpoint_id(self.name, up, digest)
+        return path, checkpoint_id(self.name, key, digest)
 
     def replace(self, writes: dict[str, pd.DataFrame], where: str = "", params: Sequence = ()) -> None:
         """Replace the experiment's rows of each table (those matching the SQL ``where`` with bound
@@ -218,7 +234,9 @@ class Stage:
         self, checkpoints: CheckpointStore, name: str, write: Callable[[Path], object], parent: str | None
     ) -> tuple[str, str, object]:
         """``write(tmp_dir)`` into a temporary directory that becomes the checkpoint when it
-        returns; hashed and recorded. Returns (path, hash, what ``write`` returned)."""
+        returns; hashed and recorded. Returns (path, hash, what ``write`` returned). In round
+        r >= 2 the checkpoint is ``round_<r>/<name>``."""
+        name = round_key(name, self.round)
         with checkpoints.writing(self.name, name) as tmp:
             out = write(tmp)
         path = checkpoints.path(self.name, name)
@@ -236,6 +254,7 @@ class Stage:
             hash=digest,
             parent_id=parent,
             run_id=self.run_id,
+            round=self.round,
         )
         self.replace({"checkpoints": pd.DataFrame([row])}, "AND name = ?", [name])
 

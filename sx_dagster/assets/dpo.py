@@ -4,6 +4,7 @@ same DPO on D_pair). Both start from the RFT model with the RFT model as referen
 
 import dagster as dg
 
+from sx_dagster.assets._rounds import schema
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, gpu_step, train_metadata
 from sx_dagster.assets._training import run_training
 from sx_dagster.failures import step
@@ -14,17 +15,33 @@ DPO_READS = ("dpo", "lora", "distributed", "seed", "model.trust_remote_code")  #
 PARTITIONS = experiment_partitions()
 
 
+def training_pairs(lineage, stage: Stage, pairs_table: str):
+    """The pairs DPO trains on: the round's own, or under ``rounds.pairs: accumulate`` those of
+    rounds 1..r (each round's rows in its schema), in round then pair order."""
+    rounds = range(1, stage.round + 1) if stage.exp.rounds.pairs == "accumulate" else [stage.round]
+    union = " UNION ALL ".join(
+        f"SELECT id, prompt, chosen, rejected, {r} AS round FROM {schema(r)}.{pairs_table} WHERE experiment = ?" for r in rounds
+    )
+    return lineage.query(f"SELECT prompt, chosen, rejected, round FROM ({union}) ORDER BY round, id", [stage.name] * len(rounds))
+
+
 def _dpo(stage: Stage, lineage, checkpoints, accelerator, pairs_table: str, name: str) -> dg.MaterializeResult:
-    df = lineage.query(f"SELECT prompt, chosen, rejected FROM {pairs_table} WHERE experiment = ? ORDER BY id", [stage.name])
+    df = training_pairs(lineage, stage, pairs_table)
     if df.empty:
-        raise dg.Failure(f"[{stage.name}] {pairs_table} is empty: nothing to train {name} on", allow_retries=False)
-    rft_path, rft_id = stage.input_checkpoint("rft_checkpoint")
+        raise dg.Failure(f"[{stage.name}] {pairs_table} is empty: nothing to train {stage.asset} on", allow_retries=False)
+    # The start and reference: the RFT model in round 1; in round r >= 2 what rounds.train_from names
+    start_path, start_id = stage.input_checkpoint("rft_checkpoint")
     cfg = stage.exp.dpo
-    stage.log(f"DPO on {len(df)} {pairs_table} (beta {cfg.beta}, lr {cfg.learning_rate}, {cfg.epochs} epochs, loss {cfg.loss_type})")
-    records = df.to_dict("records")
-    train = lambda tmp: run_training(stage, accelerator, "dpo", rft_path, records, cfg, tmp, ref_path=rft_path)  # noqa: E731
-    path, digest, result = stage.write_checkpoint(checkpoints, name, train, rft_id)
-    return stage.done({"pairs": len(df), **train_metadata(result, "DPO loss")}, path, digest)
+    rounds = f" of round(s) {', '.join(map(str, sorted(set(df['round']))))}" if stage.round > 1 else ""
+    stage.log(
+        f"DPO on {len(df)} {pairs_table}{rounds} from {start_id} (beta {cfg.beta}, lr {cfg.learning_rate}, "
+        f"{cfg.epochs} epochs, loss {cfg.loss_type})"
+    )
+    records = df.drop(columns="round").to_dict("records")
+    train = lambda tmp: run_training(stage, accelerator, "dpo", start_path, records, cfg, tmp, ref_path=start_path)  # noqa: E731
+    path, digest, result = stage.write_checkpoint(checkpoints, name, train, start_id)
+    meta = {"pairs": len(df), "start": start_id, **train_metadata(result, "DPO loss")}
+    return stage.done(meta, path, digest)
 
 
 @dg.asset(

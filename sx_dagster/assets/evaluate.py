@@ -6,7 +6,8 @@ grades the final answer only, and a wrong step can still land on the right one."
 import dagster as dg
 import pandas as pd
 
-from sx_dagster.assets._plots import bar_plot
+from sx_dagster.assets._plots import bar_plot, lines_plot
+from sx_dagster.assets._rounds import PER_ROUND, schema
 from sx_dagster.assets._stage import Stage, code_version, experiment_partitions, gpu_step
 from sx_dagster.core.answers import grade
 from sx_dagster.core.prompts import few_shot_prompt, question_prompt
@@ -59,7 +60,9 @@ def eval_scores(
     shot_pairs = list(zip(shots["question"], shots["rationale"], strict=True))
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=exp.eval.max_new_tokens, seed=exp.seed, task=task)
     preds, scores, tokens, seconds = [], [], 0, 0.0
-    for label, asset in MODELS.items():
+    # Round r >= 2 grades its own models; few-shot and SFT are the same in every round (round 1 graded them).
+    models = {k: a for k, a in MODELS.items() if stage.round == 1 or a in PER_ROUND}
+    for label, asset in models.items():
         path, ckpt = stage.input_checkpoint(asset)
         prompts = [few_shot_prompt(q, shot_pairs) if asset == "base_model" else question_prompt(q) for q in test["question"]]
         backend = generator.load(path, accelerator, exp.eval.batch_size, trust_remote_code=exp.model.trust_remote_code)
@@ -114,7 +117,69 @@ def eval_scores(
     meta["generated_tokens_per_s"] = round(tokens / seconds, 1) if seconds else None
     meta["table"] = dg.MetadataValue.md(table)
     meta["chart"] = bar_plot([s["model"] for s in scores], [100 * s["accuracy"] for s in scores], f"{split} accuracy", "%", ymax=100)
+    if stage.round > 1:
+        report = rounds_report(lineage, stage.name, stage.round, current=writes["eval_scores"])
+        meta["rounds_table"] = dg.MetadataValue.md(format_rounds(report))
+        meta["rounds_chart"] = rounds_chart(report, split)
     return stage.done(meta)
+
+
+ROUND_MODELS = ("RFT", "outcome DPO", "Self-Explore")  # the models each round trains
+
+
+def rounds_report(lineage: LineageStore, experiment: str, upto: int, current: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per round 1..``upto`` that has rows: its sampler's sample accuracy, D_pair, the
+    pits found, D_g-pair, and the accuracy of each model it trained (round ``upto``'s scores
+    from ``current`` when given, before they are written)."""
+    have = set(lineage.query("SELECT schema_name FROM information_schema.schemata")["schema_name"])
+    rows = []
+    for r in range(1, upto + 1):
+        s = schema(r)
+        if s not in have:
+            break
+        counts = lineage.query(
+            f"SELECT (SELECT avg(correct::INT) FROM {s}.samples WHERE experiment = $1) AS sample_accuracy, "
+            f"(SELECT count(*) FROM {s}.outcome_pairs WHERE experiment = $1) AS outcome_pairs, "
+            f"(SELECT count(*) FROM {s}.pits WHERE experiment = $1 AND pit IS NOT NULL) AS pits, "
+            f"(SELECT count(*) FROM {s}.dpo_pairs WHERE experiment = $1) AS g_pairs",
+            [experiment],
+        ).iloc[0]
+        scores = lineage.query(f"SELECT * FROM {s}.eval_scores WHERE experiment = ?", [experiment])
+        if current is not None and r == upto:
+            scores = current
+        if scores.empty:
+            break
+        acc = dict(zip(scores["model"], 100 * scores["accuracy"], strict=True))
+        rows.append(
+            dict(
+                round=r,
+                sample_accuracy=None if pd.isna(counts["sample_accuracy"]) else 100 * float(counts["sample_accuracy"]),
+                outcome_pairs=int(counts["outcome_pairs"]),
+                pits=int(counts["pits"]),
+                g_pairs=int(counts["g_pairs"]),
+                **{m: acc.get(m) for m in ("SFT", *ROUND_MODELS)},
+                split=scores["split"].iloc[0],
+            )
+        )
+    return pd.DataFrame(rows)
+
+
+def format_rounds(df: pd.DataFrame) -> str:
+    """Accuracy against round for the models every round trains, with its sampler's sample
+    accuracy and the pair and pit counts the round trained on (SFT: round 1, shared by all)."""
+    head = "| round | sample accuracy | D_pair | pits | D_g-pair | " + " | ".join(ROUND_MODELS) + " |"
+    lines = [head, "|" + "---:|" * (5 + len(ROUND_MODELS))]
+    fmt = lambda v: "" if v is None or pd.isna(v) else f"{v:.2f}"  # noqa: E731
+    for r in df.to_dict("records"):
+        cells = [str(r["round"]), fmt(r["sample_accuracy"]), str(r["outcome_pairs"]), str(r["pits"]), str(r["g_pairs"])]
+        lines.append("| " + " | ".join(cells + [fmt(r[m]) for m in ROUND_MODELS]) + " |")
+    if len(df) and df["SFT"].notna().any():
+        lines.append(f"\nSFT (the round-1 sampler, shared by every round): {df['SFT'].dropna().iloc[0]:.2f}")
+    return "\n".join(lines)
+
+
+def rounds_chart(df: pd.DataFrame, split: str) -> dg.MetadataValue:
+    return lines_plot(df["round"].tolist(), {m: df[m].tolist() for m in ROUND_MODELS}, f"{split} accuracy by round", "round", "%")
 
 
 def format_scores(df: pd.DataFrame) -> str:

@@ -84,7 +84,7 @@ class CheckpointStore(dg.ConfigurableResource):
         """Yield a fresh temporary directory; on success it replaces ``path(experiment, name)``."""
         final = self.path(experiment, name)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+        tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
             yield tmp

@@ -22,7 +22,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 from dagster_duckdb import DuckDBResource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from sx_dagster.paths import data_dir
 
@@ -75,6 +75,21 @@ SCHEMA: dict[str, str] = {
 STAGED = ("samples", "explorations", "pits")
 SCHEMA.update({f"{t}_staged": SCHEMA[t] + ", fingerprint VARCHAR" for t in STAGED})
 
+# Tables with a row per round (issue 26): round r >= 2 keeps its rows in the DuckDB schema
+# round_<r> (same tables); every row also carries its round in a ``round`` column. The task,
+# checkpoints, chunk markers and lineage rows stay in main (asset names carry the round there).
+ROUND_TABLES = (
+    "samples",
+    "rft_data",
+    "outcome_pairs",
+    "explorations",
+    "pits",
+    "dpo_pairs",
+    "eval_predictions",
+    "eval_scores",
+    *(f"{t}_staged" for t in STAGED),
+)
+
 # lineage.status: DONE, the stage finished (rows, checkpoint and metadata current; NULL in
 # databases of older versions means the same); PROMOTED, a chunked stage's rows were promoted
 # but the stage did not finish: its rows are those of this fingerprint, its metadata is missing.
@@ -92,6 +107,20 @@ class LineageStore(dg.ConfigurableResource):
     """Rows and lineage in one DuckDB file (default ``$SX_DATA_DIR/sx.duckdb``)."""
 
     database: str | None = Field(None, description="DuckDB file; None = $SX_DATA_DIR/sx.duckdb")
+    _round: int = PrivateAttr(1)
+
+    def for_round(self, r: int) -> LineageStore:
+        """This store as round ``r``'s stages see it: the round's tables (schema ``round_<r>``)
+        first, then main's; what they write lands in their round. Round 1 is the store itself."""
+        if r == self._round:
+            return self
+        store = LineageStore(database=self.database)
+        store._round = r
+        return store
+
+    @property
+    def round(self) -> int:
+        return self._round
 
     def path(self) -> Path:
         return Path(self.database) if self.database else data_dir() / "sx.duckdb"
@@ -119,6 +148,9 @@ class LineageStore(dg.ConfigurableResource):
                     raise self._damaged(p, e) from e
             else:
                 stack.callback(conn.close)
+            if self._round > 1:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS round_{self._round}")
+                conn.execute(f"SET search_path = 'round_{self._round},main'")
             yield conn
 
     @staticmethod
@@ -130,15 +162,21 @@ class LineageStore(dg.ConfigurableResource):
         )
 
     def ensure_schema(self) -> None:
-        key = str(self.path().resolve())
+        key = f"{self.path().resolve()}#{self._round}"
         if key in _READY and self.path().exists():
             return
         with self.connect() as conn:
             for table, cols in SCHEMA.items():
-                conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
+                if table in ROUND_TABLES or table in ("lineage", "checkpoints"):
+                    cols += ", round INTEGER DEFAULT 1"  # rows of older versions are round 1's
+                conn.execute(f"CREATE TABLE IF NOT EXISTS main.{table} ({cols})")
                 # A database from an older version gains the newer (nullable) columns in place.
                 for col in cols.split(","):
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col.strip()}")
+                    conn.execute(f"ALTER TABLE main.{table} ADD COLUMN IF NOT EXISTS {col.strip()}")
+            if self._round > 1:
+                for table in ROUND_TABLES:
+                    cols = f"{SCHEMA[table]}, round INTEGER DEFAULT {self._round}"
+                    conn.execute(f"CREATE TABLE IF NOT EXISTS round_{self._round}.{table} ({cols})")
         _READY.add(key)
 
     @staticmethod
@@ -206,7 +244,9 @@ class LineageStore(dg.ConfigurableResource):
                 )
                 conn.execute(f"DELETE FROM {table}_staged WHERE experiment = ?", [experiment])
             conn.execute("DELETE FROM chunks WHERE experiment = ? AND asset = ?", [experiment, asset])
-            self._insert_lineage(conn, experiment, asset, {"run_id": run_id, "fingerprint": fingerprint, "status": PROMOTED})
+            self._insert_lineage(
+                conn, experiment, asset, {"run_id": run_id, "fingerprint": fingerprint, "status": PROMOTED, "round": self._round}
+            )
 
     def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
         self.ensure_schema()
@@ -224,7 +264,7 @@ class LineageStore(dg.ConfigurableResource):
         with self.transaction() as conn:
             for frames, where, params in writes:
                 self._replace(conn, experiment, frames, where, params)
-            self._insert_lineage(conn, experiment, asset, {"status": DONE, **row})
+            self._insert_lineage(conn, experiment, asset, {"status": DONE, "round": self._round, **row})
 
     @staticmethod
     def _insert_lineage(conn, experiment: str, asset: str, row: dict) -> None:
