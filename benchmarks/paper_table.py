@@ -5,6 +5,7 @@ accuracy against the synthetic task's true first error.
     python benchmarks/paper_table.py --seeds 0,1,2 --split dev --set dpo.learning_rate=5e-6 --label lr5e-6
     python benchmarks/paper_table.py --seeds 0 --threads 1                # a perturbation of the arithmetic
     python benchmarks/paper_table.py --seeds 0 --dtype bfloat16           # another (CPUs with native bf16)
+    python benchmarks/paper_table.py --seeds 0,1,2 --rounds 3              # iterative rounds 1..3 (issue 26)
 
 ``--split dev`` grades the dev questions held out of the training data (``task.n_dev``): the
 split every choice is made on; test is read once per configuration, for the report.
@@ -109,9 +110,12 @@ def main() -> None:
     p.add_argument("--split", choices=["test", "dev"], default="test", help="the split eval_scores grades (choose on dev)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default): a perturbation")
     p.add_argument("--dtype", default="auto", help="the accelerator's dtype (auto, float32, bfloat16): a perturbation")
+    p.add_argument("--rounds", type=int, default=1, help="rounds.count: rounds 2.. sample and explore with the previous round's model")
     args = p.parse_args()
     if args.split == "dev":
         args.set = [*args.set, "eval.split=dev"]
+    if args.rounds > 1:
+        args.set = [*args.set, f"rounds.count={args.rounds}"]
 
     out = Path(args.out)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -123,7 +127,7 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from sx_dagster.assets import ALL_ASSETS
+    from sx_dagster.assets import rounds_graph
     from sx_dagster.config import get_experiment
     from sx_dagster.core.answers import grade
     from sx_dagster.core.explore import exploration_seed, explore, pool_steps, sample_pool
@@ -143,12 +147,13 @@ def main() -> None:
     signs: dict[str, Counter[tuple[str, bool]]] = {}  # model -> (sign of the first transfer, written right) -> count
     correct: dict[str, list[list[bool]]] = {m: [] for m in MODELS}  # per seed, per question
     steps: dict[str, list[list[bool]]] = {m: [] for m in MODELS}  # every step right (synthetic), likewise
+    by_round: dict[str, list[list[bool]]] = {}  # "<model> r<round>" -> per seed, per question (--rounds)
     for seed, name in zip(seeds, names, strict=True):
         res = resources()
         res["accelerator"] = AcceleratorResource(dtype=args.dtype)
         store = res["lineage"]
         t = time.perf_counter()
-        result = dg.materialize(ALL_ASSETS, partition_key=name, resources=res, raise_on_error=False)
+        result = dg.materialize(rounds_graph(args.rounds), partition_key=name, resources=res, raise_on_error=False)
         if (sig := last_stop()) is not None:
             raise SystemExit(f"[{name}] stopped by {sig}; the same command resumes (finished stages are kept)")
         if not result.success:
@@ -176,6 +181,8 @@ def main() -> None:
             **{f"pipeline_{k}": v for k, v in pit_rates(pit_list).items() if k != "rationales"},
         }
         row.update(process_reward_columns(store, name))
+        if args.rounds > 1:
+            row.update(round_columns(store, name, args.rounds, by_round))
         preds = store.query(
             "SELECT model, question_id, correct, steps_right, text FROM eval_predictions WHERE experiment = ? ORDER BY question_id",
             [name],
@@ -254,6 +261,8 @@ def main() -> None:
     if prm_cols:
         print(f"\nProcess rewards (issue 25): step labels, the PRM, best-of-N on {args.split} (%), mean and std over seeds:")
         _md_table(["column", "mean", "std", "per seed"], [_spread(c, [r.get(c) for r in per_seed]) for c in prm_cols])
+    if args.rounds > 1:
+        _rounds_tables(per_seed, by_round, args.rounds, args.split)
     counts = ["d_pair", "pits_found", "d_g_pair", "samples_correct", "wall_s"]
     print()
     _md_table(["seed", *counts], [[r["seed"], *(r[c] for c in counts)] for r in per_seed])
@@ -344,6 +353,59 @@ def process_reward_columns(store, name: str) -> dict:
     for r in bon.itertuples():
         out[f"bon {r.model} {r.rule}"] = round(100 * r.accuracy, 1)
     return out
+
+
+def round_columns(store, name: str, rounds: int, by_round: dict[str, list[list[bool]]]) -> dict:
+    """Columns ``r<k> <model>`` (accuracy) and ``r<k> <count>`` for rounds 1..``rounds`` (round 1's
+    models repeat the row's own columns), and each round's per-question correctness into ``by_round``."""
+    from sx_dagster.assets.evaluate import ROUND_MODELS, rounds_report  # after SX_EXPERIMENTS_FILE is set
+
+    out = {}
+    for r in rounds_report(store, name, rounds).to_dict("records"):
+        k = r["round"]
+        out.update({f"r{k} {m}": round(r[m], 1) for m in ROUND_MODELS})
+        out.update({f"r{k} {c}": r[c] for c in ("sample_accuracy", "outcome_pairs", "pits", "g_pairs")})
+        out[f"r{k} sample_accuracy"] = round(out[f"r{k} sample_accuracy"], 1)
+        rs = store.for_round(k)
+        preds = rs.query("SELECT model, question_id, correct FROM eval_predictions WHERE experiment = ? ORDER BY question_id", [name])
+        for m in ROUND_MODELS:
+            by_round.setdefault(f"{m} r{k}", []).append(preds[preds["model"] == m]["correct"].astype(bool).tolist())
+    return out
+
+
+def _rounds_tables(per_seed: list[dict], by_round: dict[str, list[list[bool]]], rounds: int, split: str) -> None:
+    """Accuracy against round (mean and std over seeds), the counts each round trained on, and
+    each round's models against round 1's: paired per-seed differences and a bootstrap over seeds
+    and questions (the seed noise kept in)."""
+    from sx_dagster.assets.evaluate import ROUND_MODELS
+    from sx_dagster.core.stats import seed_question_bootstrap
+
+    print(f"\nRounds (issue 26): greedy {split} accuracy by round, mean ± std over seeds (%); each round samples and "
+          "explores with the previous round's Self-Explore model")  # fmt: skip
+    cols = ["sample_accuracy", "outcome_pairs", "pits", "g_pairs", *ROUND_MODELS]
+    rows = []
+    for k in range(1, rounds + 1):
+        cells = []
+        for c in cols:
+            vals = [r.get(f"r{k} {c}") for r in per_seed]
+            xs = [float(v) for v in vals if v is not None and v == v]
+            sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+            cells.append(f"{statistics.mean(xs):.1f} ± {sd:.1f}" if xs else "-")
+        rows.append([k, *cells])
+    _md_table(["round", "sample accuracy", "D_pair", "pits", "D_g-pair", *ROUND_MODELS], rows)
+    print("\nEach round's model against round 1's (same questions): per-seed differences (points), and a 95% bootstrap "
+          "interval and p over seeds, then questions")  # fmt: skip
+    rows = []
+    for k in range(2, rounds + 1):
+        for m in ROUND_MODELS:
+            a, b = by_round.get(f"{m} r{k}"), by_round.get(f"{m} r1")
+            if not a or not b or len(a) != len(b):
+                continue
+            boot = seed_question_bootstrap(a, b)
+            mean = statistics.mean(boot.seed_diffs)
+            rows.append([f"{m} r{k} vs r1", f"{mean:+.2f}", " / ".join(f"{d:+.1f}" for d in boot.seed_diffs),
+                         f"[{boot.ci_low:+.2f}, {boot.ci_high:+.2f}]", f"{boot.p_value:.3g}"])  # fmt: skip
+    _md_table(["comparison", "mean diff", "per seed", "95% CI (seeds x questions)", "p"], rows)
 
 
 def _spread(col: str, vals: list) -> list:

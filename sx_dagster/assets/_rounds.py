@@ -41,6 +41,9 @@ POLICY_INPUTS = {
     ("outcome_dpo_model", "rft_checkpoint"),
 }
 DPO_ASSETS = ("trained_model", "outcome_dpo_model")
+# The rounds.* fields a round-r >= 2 stage reads (fingerprinted); round 1 reads none of them.
+# The other stages follow the round's policy through their inputs' fingerprints.
+ROUND_READS = {a: ("rounds.train_from", "rounds.pairs") for a in DPO_ASSETS}
 PREFIX = "round_"
 
 
@@ -102,7 +105,8 @@ def copy_for_round(asset: dg.AssetsDefinition, r: int) -> dg.AssetsDefinition:
     deps = [k.to_user_string() for k in asset.asset_deps[asset.key]]
     swap = {dg.AssetKey.from_user_string(d): dg.AssetKey.from_user_string(declared_input(name, d, r)) for d in deps}
     swap[asset.key] = dg.AssetKey.from_user_string(round_key(name, r))
-    copy = asset.with_attributes(asset_key_replacements=swap, group_names_by_key={swap[asset.key]: f"{PREFIX}{r}"})
+    copy = asset.with_attributes(asset_key_replacements=swap)
+    copy = copy.map_asset_specs(lambda spec: spec.replace_attributes(group_name=f"{PREFIX}{r}"))
     node = copy.node_def.with_replaced_properties(name=f"{PREFIX}{r}__{copy.node_def.name}")
     return dg.AssetsDefinition.dagster_internal_init(**{**copy.get_attributes_dict(), "node_def": node})
 

@@ -19,7 +19,7 @@ import dagster as dg
 import pandas as pd
 
 from sx_dagster.assets._plots import line_plot
-from sx_dagster.assets._rounds import input_names, resolved_input, round_key, round_of
+from sx_dagster.assets._rounds import ROUND_READS, input_names, resolved_input, round_key, round_of
 from sx_dagster.config import ConfigError, ExperimentConfig, get_experiment, load_experiments
 from sx_dagster.resources import CheckpointStore, LineageStore
 from sx_dagster.resources.checkpoints import MISSING, checkpoint_hash, checkpoint_problem, file_digest
@@ -190,7 +190,7 @@ class Stage:
                 )
             self.inputs[up], self.input_keys[up] = row, key
         if self.round > 1:
-            reads = (*reads, "rounds")  # the round's policy and pairs follow rounds.*; round 1 never reads it
+            reads = (*reads, *ROUND_READS.get(asset, ()))  # DPO's start and pairs; round 1 never reads rounds.*
         self.config = self.exp.section_dump(*reads)
         self.code = code
         self._writes: list[tuple[dict[str, pd.DataFrame], str, list]] = []

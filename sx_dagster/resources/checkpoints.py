@@ -91,7 +91,7 @@ class CheckpointStore(dg.ConfigurableResource):
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        old = final.parent / f".old-{name}-{uuid.uuid4().hex[:8]}"
+        old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
         if final.exists():
             final.rename(old)
         tmp.rename(final)

@@ -1,0 +1,275 @@
+"""Iterative rounds (issue 26): round 2 samples and explores with round 1's Self-Explore model,
+on the real micro graph; its rows, lineage and staleness; a backfill of two rounds under a real
+``dagster-daemon``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from test_pipeline import ASSET_NAMES, _resources
+from test_recovery import _experiments
+
+from sx_dagster.assets import ALL_ASSETS, rounds_graph
+from sx_dagster.assets._rounds import PER_ROUND, declared_input, input_names, resolved_input, round_key, round_of
+from sx_dagster.lineage_queries import TRACE_CHECKPOINT_SQL, TRACE_DPO_PAIR_SQL
+from sx_dagster.resources import LineageStore
+
+ROOT = Path(__file__).resolve().parents[1]
+EXP = "micro"
+# micro, with a few more samples and SFT epochs: the micro model samples few right answers, and
+# round 2 (sampled by round 1's model) needs a D_pair under every setting the tests try
+ROUNDS = {"rounds": {"count": 2}, "sampling": {"n": 8}, "sft": {"epochs": 12}, "rft": {"epochs": 12}}
+ROUND_2 = {f"round_2/{a}" for a in PER_ROUND}
+# Round 1 without the process-reward assets, which rounds neither read nor copy (time)
+ROUND_1 = [a for a in ASSET_NAMES if a not in ("step_labels", "process_reward_model", "best_of_n")]
+
+
+def test_round_keys_and_inputs():
+    assert round_key("trained_model", 1) == "trained_model"
+    assert round_key("trained_model", 3) == "round_3/trained_model"
+    assert round_key("sft_checkpoint", 3) == "sft_checkpoint"  # shared by every round
+    assert [round_of(k) for k in ("round_3/dpo_pairs", "dpo_pairs", "round_x/a")] == [3, 1, 1]
+    # round r's sampler and explorer: round r-1's Self-Explore model
+    assert declared_input("sampled_rationales", "sft_checkpoint", 2) == "trained_model"
+    assert declared_input("first_pit_labels", "rft_checkpoint", 3) == "round_2/trained_model"
+    assert declared_input("outcome_pairs", "rft_checkpoint", 3) == "round_3/rft_checkpoint"  # its tokenizer: the round's RFT
+    assert declared_input("sampled_rationales", "sft_checkpoint", 1) == "sft_checkpoint"
+    # DPO's start: rounds.train_from
+    starts = {t: resolved_input("trained_model", "rft_checkpoint", 3, t) for t in ("previous", "rft", "sft")}
+    assert starts == {"previous": "round_2/trained_model", "rft": "round_3/rft_checkpoint", "sft": "sft_checkpoint"}
+    assert resolved_input("trained_model", "rft_checkpoint", 1, "sft") == "rft_checkpoint"  # round 1 is the paper's
+    assert input_names("first_pit_labels", ["round_2/outcome_pairs", "trained_model"], 2) == {
+        "outcome_pairs": "round_2/outcome_pairs",
+        "rft_checkpoint": "trained_model",
+    }
+
+
+def test_round_copies_keep_code_and_rename_nodes(tmp_path):
+    graph = rounds_graph(3)
+    keys = {k.to_user_string() for a in graph for k in a.keys}
+    assert keys == set(ASSET_NAMES) | {f"round_{r}/{a}" for r in (2, 3) for a in PER_ROUND}
+    by_key = {a.key.to_user_string(): a for a in graph}
+    assert (
+        by_key["round_3/sampled_rationales"].code_versions_by_key[dg.AssetKey(["round_3", "sampled_rationales"])]
+        == (by_key["sampled_rationales"].code_versions_by_key[dg.AssetKey("sampled_rationales")])
+    )
+    deps = {k.to_user_string() for k in by_key["round_3/sampled_rationales"].asset_deps[dg.AssetKey(["round_3", "sampled_rationales"])]}
+    assert deps == {"round_2/trained_model", "task_dataset"}
+    assert by_key["round_2/eval_scores"].group_names_by_key[dg.AssetKey(["round_2", "eval_scores"])] == "round_2"
+    assert len({a.node_def.name for a in graph}) == len(graph)
+    dg.Definitions(assets=graph, resources=_resources(tmp_path)).resolve_asset_graph()  # acyclic, every dep defined
+
+
+@pytest.fixture(scope="module")
+def rounds2(tmp_path_factory):
+    """The micro graph with rounds.count 2, materialized once (rounds 1 and 2), on a kept instance."""
+    tmp = tmp_path_factory.mktemp("rounds")
+    path = _experiments(tmp, "rounds.yaml", EXP, ROUNDS)
+    old = os.environ.get("SX_EXPERIMENTS_FILE")
+    os.environ["SX_EXPERIMENTS_FILE"] = str(path)
+    instance = dg.DagsterInstance.ephemeral()
+    try:
+        result = dg.materialize(
+            rounds_graph(2), partition_key=EXP, resources=_resources(tmp), instance=instance, selection=[*ROUND_1, *ROUND_2]
+        )
+        yield tmp, result, LineageStore(database=str(tmp / "sx.duckdb")), instance
+    finally:
+        if old is None:
+            os.environ.pop("SX_EXPERIMENTS_FILE", None)
+        else:
+            os.environ["SX_EXPERIMENTS_FILE"] = old
+
+
+def _checkpoint(store: LineageStore, name: str) -> dict:
+    return store.query("SELECT * FROM checkpoints WHERE experiment = ? AND name = ?", [EXP, name]).iloc[0].to_dict()
+
+
+def test_round_two_samples_and_explores_with_round_one_model(rounds2):
+    tmp, result, store, _ = rounds2
+    assert result.success
+    mats = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert mats == set(ROUND_1) | ROUND_2
+    r1_model = _checkpoint(store, "trained_model")
+    r2 = store.for_round(2)
+    # the sampler and the explorer of round 2: round 1's Self-Explore model, by checkpoint id
+    assert set(r2.query("SELECT DISTINCT checkpoint_id FROM samples WHERE experiment = ?", [EXP])["checkpoint_id"]) == {r1_model["id"]}
+    assert set(r2.query("SELECT DISTINCT checkpoint_id FROM explorations WHERE experiment = ?", [EXP])["checkpoint_id"]) == {r1_model["id"]}
+    # round 1 was sampled by SFT, as always
+    assert set(store.query("SELECT DISTINCT checkpoint_id FROM samples WHERE experiment = ?", [EXP])["checkpoint_id"]) == {
+        _checkpoint(store, "sft_checkpoint")["id"]
+    }
+    # rounds.train_from previous: round 2's DPO starts from round 1's model
+    r2_model = _checkpoint(store, "round_2/trained_model")
+    assert r2_model["parent_id"] == r1_model["id"] and r2_model["round"] == 2
+    assert Path(r2_model["path"]) == tmp / "checkpoints" / EXP / "round_2" / "trained_model"
+    # every row carries its round; round 1's tables hold round 1's rows only
+    for table in ("samples", "outcome_pairs", "pits", "dpo_pairs", "eval_scores"):
+        assert set(store.query(f"SELECT DISTINCT round FROM main.{table}")["round"]) == {1}, table
+        assert set(store.query(f"SELECT DISTINCT round FROM round_2.{table}")["round"]) == {2}, table
+    rounds = store.query("SELECT asset, round FROM lineage WHERE experiment = ?", [EXP])
+    assert set(rounds[rounds["asset"].isin(ROUND_2)]["round"]) == {2}
+    assert set(rounds[rounds["asset"].isin(ROUND_1)]["round"]) == {1}
+    # the lineage row of round 2's sampling names round 1's model (by fingerprint) as its sampler
+    row = store.latest_lineage(EXP, "round_2/sampled_rationales")
+    import json
+
+    assert json.loads(row["input_versions"])["sft_checkpoint"]["fingerprint"] == store.latest_lineage(EXP, "trained_model")["fingerprint"]
+
+
+def test_a_round_two_pair_traces_back_to_round_one(rounds2):
+    _, _, store, _ = rounds2
+    r2 = store.for_round(2)
+    pair = r2.query("SELECT id FROM dpo_pairs WHERE experiment = ? ORDER BY id LIMIT 1", [EXP])["id"][0]
+    trace = r2.query(TRACE_DPO_PAIR_SQL, [EXP, pair])
+    assert len(trace) and trace["pairs_run_id"].notna().all()
+    assert set(trace["sampler_checkpoint"]) == {_checkpoint(store, "trained_model")["path"]}
+    sampler = r2.query("SELECT checkpoint_id FROM samples WHERE experiment = ? LIMIT 1", [EXP])["checkpoint_id"][0]
+    chain = store.query(TRACE_CHECKPOINT_SQL, [EXP, sampler])
+    assert chain["name"].tolist() == ["trained_model", "rft_checkpoint", "base_model"]
+    r2_chain = store.query(TRACE_CHECKPOINT_SQL, [EXP, _checkpoint(store, "round_2/trained_model")["id"]])
+    assert r2_chain["name"].tolist() == ["round_2/trained_model", "trained_model", "rft_checkpoint", "base_model"]
+    assert r2_chain["round"].tolist() == [2, 1, 1, 1]
+
+
+def test_round_two_eval_reports_accuracy_by_round(rounds2):
+    _, result, store, _ = rounds2
+    scores = store.for_round(2).query("SELECT model, split FROM eval_scores WHERE experiment = ?", [EXP])
+    assert sorted(scores["model"]) == ["RFT", "Self-Explore", "outcome DPO"]  # few-shot and SFT: round 1's
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "round_2/eval_scores"]
+    table = event.materialization.metadata["rounds_table"].value
+    assert "| round | sample accuracy | D_pair | pits | D_g-pair | RFT | outcome DPO | Self-Explore |" in table
+    lines = [line for line in table.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(lines) == 2
+    d_pair = store.query("SELECT count(*) AS n FROM outcome_pairs WHERE experiment = ?", [EXP])["n"][0]
+    assert lines[0].split("|")[3].strip() == str(d_pair)
+    assert "rounds_chart" in event.materialization.metadata
+
+
+def test_round_one_does_not_read_rounds(rounds2, monkeypatch):
+    """Round 1 is today's graph: with rounds.count 1 every round-1 stage is unchanged (same
+    fingerprints, nothing re-runs), and a round beyond rounds.count fails naming the field."""
+    tmp, _, _, _ = rounds2
+    one = _experiments(tmp, "one.yaml", EXP, {**ROUNDS, "rounds": {"count": 1}})
+    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(one))
+    result = dg.materialize(ALL_ASSETS, partition_key=EXP, resources=_resources(tmp), selection=ROUND_1)
+    ran = [
+        e.asset_key.to_user_string()
+        for e in result.get_asset_materialization_events()
+        if not e.materialization.metadata["skipped_unchanged"].value
+    ]
+    assert ran == []
+    beyond = dg.materialize(
+        rounds_graph(2), partition_key=EXP, resources=_resources(tmp), selection=["round_2/sampled_rationales"], raise_on_error=False
+    )
+    assert not beyond.success
+    [failure] = [e for e in beyond.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "rounds.count" in failure.event_specific_data.error.message
+
+
+def _ran(result) -> set[str]:
+    return {
+        e.asset_key.to_user_string()
+        for e in result.get_asset_materialization_events()
+        if not e.materialization.metadata["skipped_unchanged"].value
+    }
+
+
+def test_a_round_one_change_marks_round_two_stale_and_a_round_two_change_leaves_round_one(rounds2, monkeypatch):
+    """Last in the module: it changes the fixture's graph."""
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    tmp, _, _, instance = rounds2
+    graph = rounds_graph(2)
+    lr = _experiments(tmp, "lr.yaml", EXP, {**ROUNDS, "dpo": {"learning_rate": 2.0e-5}})
+    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(lr))
+    round_1 = dg.materialize(graph, partition_key=EXP, resources=_resources(tmp), instance=instance, selection=ROUND_1)
+    assert {"trained_model", "outcome_dpo_model"} <= _ran(round_1) and "sft_checkpoint" not in _ran(round_1)
+    asset_graph = dg.Definitions(assets=graph, resources=_resources(tmp)).resolve_asset_graph()
+    stale = CachingStaleStatusResolver(instance, asset_graph, LoadingContextForTest(instance))  # what the UI asks
+    status = lambda key: stale.get_status(dg.AssetKey.from_user_string(key), EXP)  # noqa: E731
+    assert status("round_2/sampled_rationales") == StaleStatus.STALE  # its sampler changed
+    assert status("round_2/first_pit_labels") == StaleStatus.STALE  # its explorer changed
+    assert status("sft_checkpoint") == StaleStatus.FRESH and status("trained_model") == StaleStatus.FRESH
+    round_2 = dg.materialize(graph, partition_key=EXP, resources=_resources(tmp), instance=instance, selection=[*ROUND_1, *ROUND_2])
+    assert _ran(round_2) == ROUND_2  # all of round 2 follows round 1's new model; round 1 is done
+    # a round-2 setting (pairs of rounds 1..2) re-trains round 2's DPO models and its eval only
+    acc = _experiments(tmp, "acc.yaml", EXP, {**ROUNDS, "rounds": {"count": 2, "pairs": "accumulate"}, "dpo": {"learning_rate": 2.0e-5}})
+    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(acc))
+    again = dg.materialize(graph, partition_key=EXP, resources=_resources(tmp), instance=instance, selection=[*ROUND_1, *ROUND_2])
+    assert _ran(again) == {"round_2/trained_model", "round_2/outcome_dpo_model", "round_2/eval_scores"}
+    [event] = [e for e in again.get_asset_materialization_events() if e.asset_key.to_user_string() == "round_2/trained_model"]
+    store = LineageStore(database=str(tmp / "sx.duckdb"))
+    both = sum(store.query(f"SELECT count(*) AS n FROM {s}.dpo_pairs WHERE experiment = ?", [EXP])["n"][0] for s in ("main", "round_2"))
+    assert event.materialization.metadata["pairs"].value == both
+
+
+@pytest.mark.slow
+def test_a_backfill_of_two_rounds_runs_round_two_after_round_one(tmp_path):
+    """An asset backfill of rounds 1 and 2 for one experiment, as the UI's 'Materialize' over
+    the round groups launches it, executed by a real ``dagster-daemon``: it completes, and every
+    round-2 stage ran after round 1's Self-Explore model was materialized."""
+    from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+
+    path = _experiments(tmp_path, "rounds.yaml", EXP, ROUNDS)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
+    env = {**os.environ, "SX_DATA_DIR": str(tmp_path), "SX_EXPERIMENTS_FILE": str(path), "DAGSTER_HOME": str(home)}
+    env["SX_EXECUTOR"] = "in_process"
+    instance = dg.DagsterInstance.from_config(str(home))
+    graph = dg.Definitions(assets=rounds_graph(2), resources=_resources(tmp_path)).resolve_asset_graph()
+    backfill_id = uuid.uuid4().hex[:8]
+    instance.add_backfill(
+        PartitionBackfill.from_asset_partitions(
+            backfill_id=backfill_id,
+            asset_graph=graph,
+            partition_names=[EXP],
+            asset_selection=[dg.AssetKey.from_user_string(k) for k in [*ROUND_1, *sorted(ROUND_2)]],
+            backfill_timestamp=time.time(),
+            tags={},
+            dynamic_partitions_store=instance,
+            all_partitions=False,
+            title="rounds 1..2",
+            description=None,
+            run_config=None,
+        )
+    )
+    log = (tmp_path / "daemon.log").open("w")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "dagster._daemon", "run", "-w", str(ROOT / "workspace.yaml")],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 480
+        while time.time() < deadline:
+            status = instance.get_backfill(backfill_id).status
+            if status != BulkActionStatus.REQUESTED:
+                break
+            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
+            time.sleep(2)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+    assert status == BulkActionStatus.COMPLETED_SUCCESS, (status, (tmp_path / "daemon.log").read_text()[-3000:])
+    order = {}
+    for key in ROUND_1 + sorted(ROUND_2):
+        event = instance.get_latest_materialization_event(dg.AssetKey.from_user_string(key))
+        assert event is not None and event.dagster_event.partition == EXP, key
+        order[key] = event.storage_id
+    assert max(order[a] for a in ("trained_model", "rft_checkpoint")) < min(order[a] for a in ROUND_2)
+    r2 = LineageStore(database=str(tmp_path / "sx.duckdb")).for_round(2)
+    assert r2.query("SELECT count(*) AS n FROM eval_scores WHERE experiment = ?", [EXP])["n"][0] == 3
