@@ -267,9 +267,9 @@ def test_a_backfill_of_two_rounds_runs_round_two_after_round_one(tmp_path):
     assert status == BulkActionStatus.COMPLETED_SUCCESS, (status, (tmp_path / "daemon.log").read_text()[-3000:])
     order = {}
     for key in ROUND_1 + sorted(ROUND_2):
-        event = instance.get_latest_materialization_event(dg.AssetKey.from_user_string(key))
-        assert event is not None and event.dagster_event.partition == EXP, key
-        order[key] = event.storage_id
+        [record] = instance.fetch_materializations(dg.AssetKey.from_user_string(key), limit=1).records
+        assert record.event_log_entry.dagster_event.partition == EXP, key
+        order[key] = record.storage_id
     assert max(order[a] for a in ("trained_model", "rft_checkpoint")) < min(order[a] for a in ROUND_2)
     r2 = LineageStore(database=str(tmp_path / "sx.duckdb")).for_round(2)
     assert r2.query("SELECT count(*) AS n FROM eval_scores WHERE experiment = ?", [EXP])["n"][0] == 3
