@@ -173,7 +173,21 @@ def experiment_estimate(exp, device: str, devices: int):
         include_gold=exp.rft.include_gold, sampled_questions=min(exp.sampling.questions or n_train, n_train),
         prm_correct_per_question=exp.prm.correct_per_question, best_of_n=exp.prm.best_of_n, best_of_n_models=len(exp.prm.models),
     )  # fmt: skip
-    return rows, shape.params
+    return rows + round_estimates(rows, exp.rounds.count), shape.params
+
+
+def round_estimates(rows: list, rounds: int) -> list:
+    """Rounds 2..``rounds`` (issue 26): the per-round stages again, each round's eval grading 3 of
+    the 5 models (few-shot and SFT are round 1's)."""
+    import dataclasses
+
+    per_round = {"sampled_rationales": 1.0, "rft_checkpoint": 1.0, "first_pit_labels": 1.0, "DPO (x2)": 1.0, "eval_scores": 3 / 5}
+    return [
+        dataclasses.replace(r, stage=f"round {k}: {r.stage}", tokens=r.tokens * per_round[r.stage], seconds=r.seconds * per_round[r.stage])
+        for k in range(2, rounds + 1)
+        for r in rows
+        if r.stage in per_round
+    ]
 
 
 def _zero(dist) -> int:

@@ -52,6 +52,21 @@ def test_round_keys_and_inputs():
     }
 
 
+def test_the_estimate_counts_each_round():
+    from sx_dagster.cli import experiment_estimate
+    from sx_dagster.config import get_experiment
+
+    exp = get_experiment(EXP)
+    one, _ = experiment_estimate(exp, "cpu", 1)
+    three, _ = experiment_estimate(exp.model_copy(update={"rounds": exp.rounds.model_copy(update={"count": 3})}), "cpu", 1)
+    extra = [r for r in three if r.stage.startswith("round ")]
+    assert [r.stage for r in extra][:2] == ["round 2: sampled_rationales", "round 2: rft_checkpoint"]
+    assert len(extra) == 2 * 5 and len(three) == len(one) + len(extra)
+    sampling = {r.stage: r.seconds for r in three}
+    assert sampling["round 3: sampled_rationales"] == sampling["sampled_rationales"]
+    assert abs(sampling["round 2: eval_scores"] - 0.6 * sampling["eval_scores"]) < 1e-9
+
+
 def test_round_copies_keep_code_and_rename_nodes(tmp_path):
     graph = rounds_graph(3)
     keys = {k.to_user_string() for a in graph for k in a.keys}
@@ -174,52 +189,21 @@ def test_round_one_does_not_read_rounds(rounds2, monkeypatch):
     assert "rounds.count" in failure.event_specific_data.error.message
 
 
-def _ran(result) -> set[str]:
-    return {
-        e.asset_key.to_user_string()
-        for e in result.get_asset_materialization_events()
-        if not e.materialization.metadata["skipped_unchanged"].value
-    }
-
-
-def test_a_round_one_change_marks_round_two_stale_and_a_round_two_change_leaves_round_one(rounds2, monkeypatch):
-    """Last in the module: it changes the fixture's graph."""
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-    from dagster._core.loader import LoadingContextForTest
-
-    tmp, _, _, instance = rounds2
-    graph = rounds_graph(2)
-    lr = _experiments(tmp, "lr.yaml", EXP, {**ROUNDS, "dpo": {"learning_rate": 2.0e-5}})
-    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(lr))
-    round_1 = dg.materialize(graph, partition_key=EXP, resources=_resources(tmp), instance=instance, selection=ROUND_1)
-    assert {"trained_model", "outcome_dpo_model"} <= _ran(round_1) and "sft_checkpoint" not in _ran(round_1)
-    asset_graph = dg.Definitions(assets=graph, resources=_resources(tmp)).resolve_asset_graph()
-    stale = CachingStaleStatusResolver(instance, asset_graph, LoadingContextForTest(instance))  # what the UI asks
-    status = lambda key: stale.get_status(dg.AssetKey.from_user_string(key), EXP)  # noqa: E731
-    assert status("round_2/sampled_rationales") == StaleStatus.STALE  # its sampler changed
-    assert status("round_2/first_pit_labels") == StaleStatus.STALE  # its explorer changed
-    assert status("sft_checkpoint") == StaleStatus.FRESH and status("trained_model") == StaleStatus.FRESH
-    round_2 = dg.materialize(graph, partition_key=EXP, resources=_resources(tmp), instance=instance, selection=[*ROUND_1, *ROUND_2])
-    assert _ran(round_2) == ROUND_2  # all of round 2 follows round 1's new model; round 1 is done
-    # a round-2 setting (pairs of rounds 1..2) re-trains round 2's DPO models and its eval only
-    acc = _experiments(tmp, "acc.yaml", EXP, {**ROUNDS, "rounds": {"count": 2, "pairs": "accumulate"}, "dpo": {"learning_rate": 2.0e-5}})
-    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(acc))
-    again = dg.materialize(graph, partition_key=EXP, resources=_resources(tmp), instance=instance, selection=[*ROUND_1, *ROUND_2])
-    assert _ran(again) == {"round_2/trained_model", "round_2/outcome_dpo_model", "round_2/eval_scores"}
-    [event] = [e for e in again.get_asset_materialization_events() if e.asset_key.to_user_string() == "round_2/trained_model"]
-    store = LineageStore(database=str(tmp / "sx.duckdb"))
-    both = sum(store.query(f"SELECT count(*) AS n FROM {s}.dpo_pairs WHERE experiment = ?", [EXP])["n"][0] for s in ("main", "round_2"))
-    assert event.materialization.metadata["pairs"].value == both
-
-
 @pytest.mark.slow
-def test_a_backfill_of_two_rounds_runs_round_two_after_round_one(tmp_path):
+def test_a_backfill_of_two_rounds_runs_round_two_after_round_one(rounds2, tmp_path):
     """An asset backfill of rounds 1 and 2 for one experiment, as the UI's 'Materialize' over
     the round groups launches it, executed by a real ``dagster-daemon``: it completes, and every
-    round-2 stage ran after round 1's Self-Explore model was materialized."""
+    round-2 stage ran after round 1's Self-Explore model was materialized. On a copy of the
+    fixture's store with round 2's lineage removed: round 1 is skipped as unchanged, round 2 runs."""
+    import shutil
+
     from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 
-    path = _experiments(tmp_path, "rounds.yaml", EXP, ROUNDS)
+    src, _, _, _ = rounds2
+    path = Path(os.environ["SX_EXPERIMENTS_FILE"])
+    shutil.copy(src / "sx.duckdb", tmp_path / "sx.duckdb")
+    copy = LineageStore(database=str(tmp_path / "sx.duckdb"))
+    copy.query("DELETE FROM lineage WHERE experiment = ? AND round = 2", [EXP])
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
@@ -271,5 +255,44 @@ def test_a_backfill_of_two_rounds_runs_round_two_after_round_one(tmp_path):
         assert record.event_log_entry.dagster_event.partition == EXP, key
         order[key] = record.storage_id
     assert max(order[a] for a in ("trained_model", "rft_checkpoint")) < min(order[a] for a in ROUND_2)
-    r2 = LineageStore(database=str(tmp_path / "sx.duckdb")).for_round(2)
-    assert r2.query("SELECT count(*) AS n FROM eval_scores WHERE experiment = ?", [EXP])["n"][0] == 3
+    ran = copy.query("SELECT asset FROM lineage WHERE experiment = ? AND round = 2", [EXP])["asset"]
+    assert set(ran) >= ROUND_2  # round 2 ran again under the daemon
+    assert copy.for_round(2).query("SELECT count(*) AS n FROM eval_scores WHERE experiment = ?", [EXP])["n"][0] == 3
+
+
+def _ran(result) -> set[str]:
+    return {
+        e.asset_key.to_user_string()
+        for e in result.get_asset_materialization_events()
+        if not e.materialization.metadata["skipped_unchanged"].value
+    }
+
+
+def test_a_round_one_change_marks_round_two_stale_and_a_round_two_change_leaves_round_one(rounds2, monkeypatch):
+    """Last in the module: it changes the fixture's graph."""
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    tmp, _, _, instance = rounds2
+    graph = rounds_graph(2)
+    lr = _experiments(tmp, "lr.yaml", EXP, {**ROUNDS, "dpo": {"learning_rate": 2.0e-5}})
+    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(lr))
+    round_1 = dg.materialize(graph, partition_key=EXP, resources=_resources(tmp), instance=instance, selection=ROUND_1)
+    assert {"trained_model", "outcome_dpo_model"} <= _ran(round_1) and "sft_checkpoint" not in _ran(round_1)
+    asset_graph = dg.Definitions(assets=graph, resources=_resources(tmp)).resolve_asset_graph()
+    stale = CachingStaleStatusResolver(instance, asset_graph, LoadingContextForTest(instance))  # what the UI asks
+    status = lambda key: stale.get_status(dg.AssetKey.from_user_string(key), EXP)  # noqa: E731
+    assert status("round_2/sampled_rationales") == StaleStatus.STALE  # its sampler changed
+    assert status("round_2/first_pit_labels") == StaleStatus.STALE  # its explorer changed
+    assert status("sft_checkpoint") == StaleStatus.FRESH and status("trained_model") == StaleStatus.FRESH
+    round_2 = dg.materialize(graph, partition_key=EXP, resources=_resources(tmp), instance=instance, selection=[*ROUND_1, *ROUND_2])
+    assert _ran(round_2) == ROUND_2  # all of round 2 follows round 1's new model; round 1 is done
+    # a round-2 setting (pairs of rounds 1..2) re-trains round 2's DPO models and its eval only
+    acc = _experiments(tmp, "acc.yaml", EXP, {**ROUNDS, "rounds": {"count": 2, "pairs": "accumulate"}, "dpo": {"learning_rate": 2.0e-5}})
+    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(acc))
+    again = dg.materialize(graph, partition_key=EXP, resources=_resources(tmp), instance=instance, selection=[*ROUND_1, *ROUND_2])
+    assert _ran(again) == {"round_2/trained_model", "round_2/outcome_dpo_model", "round_2/eval_scores"}
+    [event] = [e for e in again.get_asset_materialization_events() if e.asset_key.to_user_string() == "round_2/trained_model"]
+    store = LineageStore(database=str(tmp / "sx.duckdb"))
+    both = sum(store.query(f"SELECT count(*) AS n FROM {s}.dpo_pairs WHERE experiment = ?", [EXP])["n"][0] for s in ("main", "round_2"))
+    assert event.materialization.metadata["pairs"].value == both
