@@ -268,14 +268,25 @@ def _ran(result) -> set[str]:
     }
 
 
-def test_a_round_one_change_marks_round_two_stale_and_a_round_two_change_leaves_round_one(rounds2, monkeypatch):
+def test_a_round_two_change_leaves_round_one_and_a_round_one_change_marks_round_two_stale(rounds2, monkeypatch):
     """Last in the module: it changes the fixture's graph."""
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
     from dagster._core.loader import LoadingContextForTest
 
     tmp, _, _, instance = rounds2
     graph = rounds_graph(2)
-    lr = _experiments(tmp, "lr.yaml", EXP, {**ROUNDS, "dpo": {"learning_rate": 2.0e-5}})
+    both = [*ROUND_1, *ROUND_2]
+    # a round-2 setting (pairs of rounds 1..2) re-trains round 2's DPO models and its eval only
+    acc = _experiments(tmp, "acc.yaml", EXP, {**ROUNDS, "rounds": {"count": 2, "pairs": "accumulate"}})
+    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(acc))
+    again = dg.materialize(graph, partition_key=EXP, resources=_resources(tmp), instance=instance, selection=both)
+    assert _ran(again) == {"round_2/trained_model", "round_2/outcome_dpo_model", "round_2/eval_scores"}
+    [event] = [e for e in again.get_asset_materialization_events() if e.asset_key.to_user_string() == "round_2/trained_model"]
+    store = LineageStore(database=str(tmp / "sx.duckdb"))
+    pairs = sum(store.query(f"SELECT count(*) AS n FROM {s}.dpo_pairs WHERE experiment = ?", [EXP])["n"][0] for s in ("main", "round_2"))
+    assert event.materialization.metadata["pairs"].value == pairs
+    # a round-1 DPO setting: once round 1 is re-materialized, the UI shows round 2 stale, SFT not
+    lr = _experiments(tmp, "lr.yaml", EXP, {**ROUNDS, "rounds": {"count": 2, "pairs": "accumulate"}, "dpo": {"learning_rate": 2.0e-5}})
     monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(lr))
     round_1 = dg.materialize(graph, partition_key=EXP, resources=_resources(tmp), instance=instance, selection=ROUND_1)
     assert {"trained_model", "outcome_dpo_model"} <= _ran(round_1) and "sft_checkpoint" not in _ran(round_1)
@@ -285,14 +296,3 @@ def test_a_round_one_change_marks_round_two_stale_and_a_round_two_change_leaves_
     assert status("round_2/sampled_rationales") == StaleStatus.STALE  # its sampler changed
     assert status("round_2/first_pit_labels") == StaleStatus.STALE  # its explorer changed
     assert status("sft_checkpoint") == StaleStatus.FRESH and status("trained_model") == StaleStatus.FRESH
-    round_2 = dg.materialize(graph, partition_key=EXP, resources=_resources(tmp), instance=instance, selection=[*ROUND_1, *ROUND_2])
-    assert _ran(round_2) == ROUND_2  # all of round 2 follows round 1's new model; round 1 is done
-    # a round-2 setting (pairs of rounds 1..2) re-trains round 2's DPO models and its eval only
-    acc = _experiments(tmp, "acc.yaml", EXP, {**ROUNDS, "rounds": {"count": 2, "pairs": "accumulate"}, "dpo": {"learning_rate": 2.0e-5}})
-    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(acc))
-    again = dg.materialize(graph, partition_key=EXP, resources=_resources(tmp), instance=instance, selection=[*ROUND_1, *ROUND_2])
-    assert _ran(again) == {"round_2/trained_model", "round_2/outcome_dpo_model", "round_2/eval_scores"}
-    [event] = [e for e in again.get_asset_materialization_events() if e.asset_key.to_user_string() == "round_2/trained_model"]
-    store = LineageStore(database=str(tmp / "sx.duckdb"))
-    both = sum(store.query(f"SELECT count(*) AS n FROM {s}.dpo_pairs WHERE experiment = ?", [EXP])["n"][0] for s in ("main", "round_2"))
-    assert event.materialization.metadata["pairs"].value == both
