@@ -107,6 +107,7 @@ def _checkpoint(store: LineageStore, name: str) -> dict:
     return store.query("SELECT * FROM checkpoints WHERE experiment = ? AND name = ?", [EXP, name]).iloc[0].to_dict()
 
 
+@pytest.mark.slow  # materializes the micro graph's two rounds
 def test_round_two_samples_and_explores_with_round_one_model(rounds2):
     tmp, result, store, _ = rounds2
     assert result.success
@@ -139,6 +140,7 @@ def test_round_two_samples_and_explores_with_round_one_model(rounds2):
     assert json.loads(row["input_versions"])["sft_checkpoint"]["fingerprint"] == store.latest_lineage(EXP, "trained_model")["fingerprint"]
 
 
+@pytest.mark.slow  # materializes the micro graph's two rounds
 def test_a_round_two_pair_traces_back_to_round_one(rounds2):
     _, _, store, _ = rounds2
     r2 = store.for_round(2)
@@ -154,6 +156,7 @@ def test_a_round_two_pair_traces_back_to_round_one(rounds2):
     assert r2_chain["round"].tolist() == [2, 1, 1, 1]
 
 
+@pytest.mark.slow  # materializes the micro graph's two rounds
 def test_round_two_eval_reports_accuracy_by_round(rounds2):
     _, result, store, _ = rounds2
     scores = store.for_round(2).query("SELECT model, split FROM eval_scores WHERE experiment = ?", [EXP])
@@ -168,6 +171,7 @@ def test_round_two_eval_reports_accuracy_by_round(rounds2):
     assert "rounds_chart" in event.materialization.metadata
 
 
+@pytest.mark.slow  # materializes the micro graph's two rounds
 def test_round_one_does_not_read_rounds(rounds2, monkeypatch):
     """Round 1 is today's graph: with rounds.count 1 every round-1 stage is unchanged (same
     fingerprints, nothing re-runs), and a round beyond rounds.count fails naming the field."""
@@ -268,6 +272,7 @@ def _ran(result) -> set[str]:
     }
 
 
+@pytest.mark.slow  # materializes the micro graph's two rounds
 def test_a_round_two_change_leaves_round_one_and_a_round_one_change_marks_round_two_stale(rounds2, monkeypatch):
     """Last in the module: it changes the fixture's graph."""
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
