@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -332,6 +333,26 @@ def _upstream_without_pairs(tmp: Path) -> None:
         pytest.skip("micro-b happened to produce pairs")
 
 
+@contextlib.contextmanager
+def dagster_daemon(tmp: Path, env: dict) -> Iterator[subprocess.Popen]:
+    """A real ``dagster-daemon`` on the repository's workspace, logging to ``tmp/daemon.log``;
+    stopped on exit (SIGTERM, then kill after 60 s)."""
+    with (tmp / "daemon.log").open("w") as log:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "dagster._daemon", "run", "-w", str(ROOT / "workspace.yaml")],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            yield daemon
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+
+
 def launch_failing_check_under_the_daemon(tmp: Path, instance_yaml: str) -> tuple[list[dg.DagsterRun], float]:
     """Queue a run of ``outcome_pairs`` (its check fails) as a backfill would, let a real
     ``dagster-daemon`` launch it and apply the instance's run-retry policy; the runs it made."""
@@ -343,13 +364,8 @@ def launch_failing_check_under_the_daemon(tmp: Path, instance_yaml: str) -> tupl
     proc = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     instance = dg.DagsterInstance.from_config(str(tmp / "home"))
-    log = (tmp / "daemon.log").open("w")
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "dagster._daemon", "run", "-w", str(ROOT / "workspace.yaml")],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
     t0 = time.perf_counter()
-    try:
+    with dagster_daemon(tmp, env) as daemon:
         deadline = time.time() + 420
         while time.time() < deadline:
             runs = instance.get_runs()
@@ -364,14 +380,6 @@ def launch_failing_check_under_the_daemon(tmp: Path, instance_yaml: str) -> tupl
             time.sleep(1)
         else:
             pytest.fail("the run did not fail and get looked at in time:\n" + (tmp / "daemon.log").read_text()[-3000:])
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
     return instance.get_runs(), time.perf_counter() - t0
 
 

@@ -5,15 +5,13 @@ on the real micro graph; its rows, lineage and staleness; a backfill of two roun
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from test_failures import dagster_daemon
 from test_pipeline import ASSET_NAMES, _resources
 from test_recovery import _experiments
 
@@ -231,12 +229,7 @@ def test_a_backfill_of_two_rounds_runs_round_two_after_round_one(rounds2, tmp_pa
             run_config=None,
         )
     )
-    log = (tmp_path / "daemon.log").open("w")
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "dagster._daemon", "run", "-w", str(ROOT / "workspace.yaml")],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
+    with dagster_daemon(tmp_path, env) as daemon:
         deadline = time.time() + 480
         while time.time() < deadline:
             status = instance.get_backfill(backfill_id).status
@@ -244,14 +237,6 @@ def test_a_backfill_of_two_rounds_runs_round_two_after_round_one(rounds2, tmp_pa
                 break
             assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
             time.sleep(2)
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
     assert status == BulkActionStatus.COMPLETED_SUCCESS, (status, (tmp_path / "daemon.log").read_text()[-3000:])
     order = {}
     for key in ROUND_1 + sorted(ROUND_2):
