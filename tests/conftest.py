@@ -43,6 +43,8 @@ def pytest_collection_modifyitems(config, items):
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two workers on two cores (scripts/test.sh): one torch thread each, or they oversubscribe.
+    # The environment carries it to the processes a test starts (Dagster steps, CLIs, daemons).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
     torch.set_num_threads(1)

@@ -8,6 +8,7 @@ that fails leaves the old rows and the old lineage, and either config re-runs cl
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -82,16 +83,29 @@ def _imports_of(module: str) -> list[str]:
     assert src is not None
     package = module if src.name == "__init__.py" else module.rpartition(".")[0]
     out: list[str] = []
-    for node in ast.walk(ast.parse(src.read_bytes())):
+    for node in _import_statements(src.read_bytes()):
         if isinstance(node, ast.Import):
             out += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
+        else:
             base = node.module or ""
             if node.level:  # relative import
                 anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{anchor}.{base}" if base else anchor
             out += [_provider(base, a.name) for a in node.names]
     return [m for m in out if m.startswith("sx_dagster")]
+
+
+@functools.cache
+def _import_statements(source: bytes) -> tuple[ast.Import | ast.ImportFrom, ...]:
+    """The import statements of a module's source, anywhere in it. Keyed by the bytes: each
+    module is parsed once per process however many stages import it (every Dagster process
+    hashes all stages' imports at start), and again after an edit."""
+    return tuple(n for n in ast.walk(_parsed(source)) if isinstance(n, (ast.Import, ast.ImportFrom)))
+
+
+@functools.cache
+def _parsed(source: bytes) -> ast.Module:
+    return ast.parse(source)
 
 
 def _provider(module: str, name: str) -> str:
@@ -102,7 +116,7 @@ def _provider(module: str, name: str) -> str:
         return f"{module}.{name}"
     src = _source(module)
     if src is not None and src.name == "__init__.py":
-        for node in ast.parse(src.read_bytes()).body:
+        for node in _parsed(src.read_bytes()).body:
             if isinstance(node, ast.ImportFrom) and node.module and any((a.asname or a.name) == name for a in node.names):
                 return _provider(node.module, name)
     return module
