@@ -197,6 +197,47 @@ def test_rematerialize_is_idempotent_and_cheap(micro):
     assert second < first
 
 
+STALENESS_PARTITION = "micro"  # micro-b finds no D_pair to train on
+DPO_STAGES = {"trained_model", "outcome_dpo_model", "eval_scores", "best_of_n"}
+PRM_STAGES = {"step_labels", "process_reward_model", "best_of_n"}
+EXPLORE_STAGES = {"first_pit_labels", "dpo_pairs", "trained_model", "eval_scores", *PRM_STAGES}
+
+
+def _ran(tmp: Path) -> set[str]:
+    """The assets that ran (not skipped as unchanged) when the whole graph is materialized."""
+    result = _materialize(tmp, STALENESS_PARTITION)
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert set(meta) == set(ASSET_NAMES)
+    return {a for a, m in meta.items() if not m["skipped_unchanged"].value}
+
+
+def test_a_config_change_reruns_only_the_stages_that_read_it(micro, tmp_path, monkeypatch):
+    """Issue 11 part 1 (the code half is tests/test_staleness.py), on a copy of the micro graph:
+    the fixture is its first run, in which every asset ran (test_whole_graph_materializes...)."""
+    import shutil
+
+    from test_recovery import _experiments
+
+    shutil.copytree(micro[0], tmp_path, dirs_exist_ok=True)
+    assert _ran(tmp_path) == set()  # nothing changed, and a moved data dir is the same data: everything skipped
+    # A DPO hyperparameter reaches the two DPO models, and through them the evaluation only.
+    lr = _experiments(tmp_path, "lr.yaml", STALENESS_PARTITION, {"dpo": {"learning_rate": 2.0e-5}})
+    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(lr))
+    assert _ran(tmp_path) == DPO_STAGES
+    # k reaches exploration, D_g-pair, Self-Explore and the evaluation; D_pair and its DPO stay.
+    k = _experiments(tmp_path, "k.yaml", STALENESS_PARTITION, {"dpo": {"learning_rate": 2.0e-5}, "explore": {"k": 3}})
+    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(k))
+    assert _ran(tmp_path) == EXPLORE_STAGES
+    # A PRM hyperparameter re-trains the PRM and re-ranks best-of-N; SFT through DPO and eval stay.
+    prm = {"dpo": {"learning_rate": 2.0e-5}, "explore": {"k": 3}, "prm": {"epochs": 1}}
+    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(_experiments(tmp_path, "prm.yaml", STALENESS_PARTITION, prm)))
+    assert _ran(tmp_path) == {"process_reward_model", "best_of_n"}
+    # N of best-of-N re-runs best-of-N alone
+    n = {"dpo": {"learning_rate": 2.0e-5}, "explore": {"k": 3}, "prm": {"epochs": 1, "best_of_n": 2}}
+    monkeypatch.setenv("SX_EXPERIMENTS_FILE", str(_experiments(tmp_path, "n.yaml", STALENESS_PARTITION, n)))
+    assert _ran(tmp_path) == {"best_of_n"}
+
+
 def test_changed_config_replaces_partition_rows(micro, tmp_path):
     tmp, _, store, _ = micro
     # task_dataset is replaced in one transaction: same ids, no duplicates after a forced re-run
