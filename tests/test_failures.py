@@ -22,14 +22,24 @@ import duckdb
 import psutil
 import pytest
 
+from sx_dagster.assets import ALL_ASSETS
 from sx_dagster.config import ConfigError
 from sx_dagster.core.tasks import DatasetError
 from sx_dagster.failures import mark_dead_runs_failed, permanent_reason
 from sx_dagster.parent import ANCESTORS_ENV
-from sx_dagster.resources import LineageStore
+from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "{hidden_size: 64, num_layers: 1, num_heads: 2, intermediate_size: 128, vocab_size: 300}"
+
+
+def _resources(tmp: Path) -> dict:
+    return {
+        "lineage": LineageStore(database=str(tmp / "sx.duckdb")),
+        "checkpoints": CheckpointStore(root=str(tmp / "checkpoints")),
+        "accelerator": AcceleratorResource(device="cpu"),
+        "generator": GeneratorResource(),
+    }
 
 
 def _experiments(tmp: Path, body: str) -> Path:
@@ -163,10 +173,19 @@ def _cmdline(p: psutil.Process) -> str:
         return ""
 
 
-def _materialize_sft(env: dict, partition: str, log: Path) -> subprocess.Popen:
-    """``dagster asset materialize`` up to SFT of ``partition``, output to ``log``."""
+# The killed runs' experiment: its own config in the test's experiments file, under a name of
+# tests/experiments_micro.yaml so that this process's graph (partitions read at import) takes it.
+KILLED = "micro-b"
+
+
+def _materialize_sft(env: dict, log: Path, monkeypatch: pytest.MonkeyPatch) -> subprocess.Popen:
+    """``dagster asset materialize`` of ``KILLED``'s SFT, output to ``log``. Its task and base
+    model are made here first, in process: the run under test starts no step process for them."""
+    monkeypatch.setenv("SX_EXPERIMENTS_FILE", env["SX_EXPERIMENTS_FILE"])
+    tmp = Path(env["SX_DATA_DIR"])
+    assert dg.materialize(ALL_ASSETS, partition_key=KILLED, resources=_resources(tmp), selection=["task_dataset", "base_model"]).success
     cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "sx_dagster.definitions"]
-    cmd += ["--select", "task_dataset,base_model,sft_checkpoint", "--partition", partition]
+    cmd += ["--select", "sft_checkpoint", "--partition", KILLED]
     with log.open("w") as out:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
@@ -181,11 +200,11 @@ def _kill_and_time(parent: subprocess.Popen, procs: list[psutil.Process]) -> flo
     return time.perf_counter() - t0
 
 
-def test_step_process_dies_with_its_killed_parent_and_the_run_is_marked_failed(tmp_path):
+def test_step_process_dies_with_its_killed_parent_and_the_run_is_marked_failed(tmp_path, monkeypatch):
     experiments = _experiments(
         tmp_path,
         f"""
-        slow:  # SFT long enough to be killed in the middle of it
+        {KILLED}:  # SFT long enough to be killed in the middle of it
           model: {{name: tiny, tiny: {TINY}}}
           task: {{name: synthetic, n_train: 96, n_test: 4, seed: 5}}
           sft: {{epochs: 200, batch_size: 8, max_length: 128}}
@@ -193,7 +212,7 @@ def test_step_process_dies_with_its_killed_parent_and_the_run_is_marked_failed(t
     )
     env = _env(tmp_path, experiments)
     log = tmp_path / "materialize.log"
-    parent = _materialize_sft(env, "slow", log)
+    parent = _materialize_sft(env, log, monkeypatch)
     try:
         deadline = time.time() + 400
         while "sft training:" not in log.read_text() or "fine-tuning" not in log.read_text():
@@ -214,9 +233,9 @@ def test_step_process_dies_with_its_killed_parent_and_the_run_is_marked_failed(t
     assert not left and orphan_seconds < 5
     time.sleep(1)  # every process of the run is gone (checked above): nothing may have written since
     store = LineageStore(database=str(tmp_path / "sx.duckdb"))
-    assert store.latest_lineage("slow", "sft_checkpoint") is None
-    assert store.latest_lineage("slow", "base_model") is not None
-    assert not (tmp_path / "checkpoints" / "slow" / "sft_checkpoint").exists()
+    assert store.latest_lineage(KILLED, "sft_checkpoint") is None
+    assert store.latest_lineage(KILLED, "base_model") is not None
+    assert not (tmp_path / "checkpoints" / KILLED / "sft_checkpoint").exists()
 
     # the run stays STARTED in Dagster until `sx-dagster run|ui` (or the reaper sensor) looks
     instance = dg.DagsterInstance.from_config(str(tmp_path / "home"))
@@ -229,14 +248,14 @@ def test_step_process_dies_with_its_killed_parent_and_the_run_is_marked_failed(t
 
 
 @pytest.mark.parametrize("distributed", ["{subprocess: true}", "{num_processes: 2}"], ids=["pipes-job", "torchrun-2-workers"])
-def test_pipes_training_processes_die_with_a_killed_run(tmp_path, distributed):
+def test_pipes_training_processes_die_with_a_killed_run(tmp_path, monkeypatch, distributed):
     """A training stage run as a Pipes subprocess (the GPU path: ``accelerate launch``; here
     torchrun on CPU, or the job alone) must not outlive its run: an orphaned trainer keeps its
     GPU memory and would write into the checkpoint folder of the next attempt."""
     experiments = _experiments(
         tmp_path,
         f"""
-        slowpipes:
+        {KILLED}:
           model: {{name: tiny, tiny: {TINY}}}
           task: {{name: synthetic, n_train: 96, n_test: 4, seed: 5}}
           sft: {{epochs: 200, batch_size: 8, max_length: 128}}
@@ -246,7 +265,7 @@ def test_pipes_training_processes_die_with_a_killed_run(tmp_path, distributed):
     env = _env(tmp_path, experiments)
     workers = 2 if "num_processes" in distributed else 1
     log = tmp_path / "materialize.log"
-    parent = _materialize_sft(env, "slowpipes", log)
+    parent = _materialize_sft(env, log, monkeypatch)
     try:
         deadline = time.time() + 400
         while True:
@@ -268,7 +287,7 @@ def test_pipes_training_processes_die_with_a_killed_run(tmp_path, distributed):
     print(f"{len(procs)} processes under the run gone {orphan_seconds:.2f} s after kill -9 of the run")
     assert not left, left
     assert orphan_seconds < 5
-    assert not (tmp_path / "checkpoints" / "slowpipes" / "sft_checkpoint").exists()
+    assert not (tmp_path / "checkpoints" / KILLED / "sft_checkpoint").exists()
 
 
 _WORKER = "from sx_dagster.parent import die_with_run; die_with_run(); print('armed', flush=True); import time; time.sleep(60)"
@@ -315,17 +334,8 @@ def test_a_worker_dies_with_its_guarded_launcher_and_at_once_if_that_is_already_
 def _upstream_without_pairs(tmp: Path) -> None:
     """micro-b up to its samples, in process: its 1-epoch model gets nothing right, so
     ``outcome_pairs`` has no pairs and its blocking ``non_empty`` check fails."""
-    from sx_dagster.assets import ALL_ASSETS
-    from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource
-
-    resources = {
-        "lineage": LineageStore(database=str(tmp / "sx.duckdb")),
-        "checkpoints": CheckpointStore(root=str(tmp / "checkpoints")),
-        "accelerator": AcceleratorResource(device="cpu"),
-        "generator": GeneratorResource(),
-    }
     up = ["task_dataset", "base_model", "sft_checkpoint", "sampled_rationales", "rft_checkpoint"]
-    assert dg.materialize(ALL_ASSETS, partition_key="micro-b", resources=resources, selection=up).success
+    assert dg.materialize(ALL_ASSETS, partition_key="micro-b", resources=_resources(tmp), selection=up).success
     n = LineageStore(database=str(tmp / "sx.duckdb")).query(
         "SELECT count(*) FILTER (WHERE correct) AS ok, count(*) FILTER (WHERE NOT correct) AS bad FROM samples"
     )
