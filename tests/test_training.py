@@ -48,13 +48,18 @@ def _changed(a: Path, b: Path, head: tuple[str, ...] = ()) -> set[str]:
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lora")
-    result = _materialize(tmp, "micro-lora")
-    return tmp, result
+    instance = dg.DagsterInstance.ephemeral()
+    result = _materialize(tmp, "micro-lora", instance)
+    return tmp, result, [e.user_message for e in instance.all_logs(result.run_id)]
 
 
 def test_lora_sft_trains_only_the_adapted_modules_and_saves_a_merged_model(lora_run):
-    tmp, result = lora_run
+    tmp, result, logs = lora_run
     assert result.success
+    # rows over max_length are counted and warned about, never cut silently
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert meta["sft_checkpoint"]["truncated_rows"].value > 0
+    assert any("longer than max_length 110 tokens" in m for m in logs)
     ck = tmp / "checkpoints" / "micro-lora"
     assert (ck / "sft_checkpoint" / "adapter" / "adapter_config.json").exists()  # the adapter, kept beside it
     changed = _changed(ck / "base_model", ck / "sft_checkpoint")
@@ -63,7 +68,7 @@ def test_lora_sft_trains_only_the_adapted_modules_and_saves_a_merged_model(lora_
 
 
 def test_lora_dpo_uses_the_adapter_free_model_as_reference(lora_run, tmp_path):
-    tmp, _ = lora_run
+    tmp, _, _ = lora_run
     start = tmp / "checkpoints" / "micro-lora" / "sft_checkpoint"
     pairs = [{"prompt": "Question: 2 + 3?\nAnswer:\n", "chosen": "2 + 3 = 5\nThe answer is 5", "rejected": "2 + 3 = 6"}] * 8
     exp = get_experiment("micro-lora")
@@ -79,7 +84,7 @@ def test_lora_dpo_uses_the_adapter_free_model_as_reference(lora_run, tmp_path):
 def test_lora_prm_trains_the_adapter_and_the_head_and_saves_a_merged_token_classifier(lora_run, tmp_path):
     from sx_dagster.ml.prm import score_steps, train_prm
 
-    tmp, _ = lora_run
+    tmp, _, _ = lora_run
     start = tmp / "checkpoints" / "micro-lora" / "sft_checkpoint"
     rows = [
         {"prompt": "Question: 2 + 3?\nAnswer:\n", "completions": ["2 + 3 = 5", "The answer is 5"], "labels": [True, True]},
@@ -106,7 +111,7 @@ def test_a_prm_trained_alone_is_the_prm_trained_after_other_work(lora_run, tmp_p
 
     from sx_dagster.ml.prm import train_prm
 
-    tmp, _ = lora_run
+    tmp, _, _ = lora_run
     start = tmp / "checkpoints" / "micro-lora" / "sft_checkpoint"
     rows = [{"prompt": "Question: 2 + 3?\nAnswer:\n", "completions": ["2 + 3 = 6"], "labels": [False]}] * 4
     section = get_experiment("micro-lora").prm.model_copy(update={"epochs": 1.0, "batch_size": 4, "learning_rate": 1e-3})
@@ -121,28 +126,9 @@ def test_a_prm_trained_alone_is_the_prm_trained_after_other_work(lora_run, tmp_p
 
 
 def test_qlora_on_cpu_is_a_clear_error(lora_run):
-    tmp, _ = lora_run
+    tmp, _, _ = lora_run
     with pytest.raises(ModelLoadError, match="QLoRA .* needs a CUDA device"):
         load_model(tmp / "checkpoints" / "micro-lora" / "base_model", "cpu", "bfloat16", four_bit=True)
-
-
-def test_sft_as_a_pipes_subprocess_in_two_cpu_processes(tmp_path):
-    instance = dg.DagsterInstance.ephemeral()
-    result = _materialize(tmp_path, "micro-ddp", instance)
-    assert result.success
-    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
-    # 64 rows at batch 8 per process: 2 data-parallel processes take 4 optimizer steps, not 8
-    assert meta["sft_checkpoint"]["steps"].value == 4
-    logs = [e.user_message for e in instance.all_logs(result.run_id)]
-    assert any("rank 0 of 2" in m for m in logs)  # streamed from the subprocess through Pipes
-    assert any(m.startswith("step 4/4") for m in logs)
-    # rows over max_length are counted and warned about, never cut silently
-    assert meta["sft_checkpoint"]["truncated_rows"].value > 0
-    assert any("longer than max_length 110 tokens" in m for m in logs)
-    assert meta["sft_checkpoint"]["training_processes"].value == 2
-    ck = tmp_path / "checkpoints" / "micro-ddp"
-    assert _changed(ck / "base_model", ck / "sft_checkpoint")
-    assert not list(ck.glob("*.job"))  # the job spec and rows are cleaned up
 
 
 PIPES_SELECTION = ("task_dataset", "base_model", "sft_checkpoint", "sampled_rationales", "rft_checkpoint", "outcome_pairs",
@@ -181,6 +167,10 @@ def test_each_training_kind_runs_as_a_two_process_pipes_job(pipes_run, asset, st
     rows = m[rows].value
     assert m["steps"].value == math.ceil(math.ceil(rows / section.batch_size) / 2) * section.epochs  # from the global batch
     assert any(msg.startswith(f"{section_kind} training in process") and "rank 0 of 2" in msg for msg in logs)
+    steps = int(m["steps"].value)
+    assert any(msg.startswith(f"step {steps}/{steps}") for msg in logs)  # the trainer's progress, streamed through Pipes
+    if section_kind in ("sft", "rft"):
+        assert "truncated_rows" in m  # counted on the Pipes path too (tests/test_training.py::test_lora_sft_...)
     assert _changed(ck / start, ck / asset, ("score.weight", "score.bias") if section_kind == "prm" else ())
     assert not list(ck.glob("*.job"))
 
