@@ -367,7 +367,9 @@ def launch_failing_check_under_the_daemon(tmp: Path, instance_yaml: str) -> tupl
     """Queue a run of ``outcome_pairs`` (its check fails) as a backfill would, let a real
     ``dagster-daemon`` launch it and apply the instance's run-retry policy; the runs it made."""
     _upstream_without_pairs(tmp)
-    env = _env(tmp, Path(os.environ["SX_EXPERIMENTS_FILE"]))
+    # the run's steps in its worker: whether a failed run is retried is the daemon's decision on
+    # the run, whatever the executor (one step process fewer to start)
+    env = _env(tmp, Path(os.environ["SX_EXPERIMENTS_FILE"]), SX_EXECUTOR="in_process")
     (tmp / "home" / "dagster.yaml").write_text(instance_yaml)
     launch = [sys.executable, "-m", "dagster", "job", "launch", "-m", "sx_dagster.definitions", "-j", "self_explore"]
     launch += ["-o", "outcome_pairs", "--tags", '{"dagster/partition": "micro-b"}']
