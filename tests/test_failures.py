@@ -343,13 +343,21 @@ def _upstream_without_pairs(tmp: Path) -> None:
         pytest.skip("micro-b happened to produce pairs")
 
 
+# ``dagster-daemon run`` with shorter waits between iterations, the same code otherwise: the
+# backfill daemon evaluates every 30 s (a constant in dagster._daemon.controller, no setting) and
+# the run-retry consumer every 5 s, so a test would mostly wait for their next tick.
+_DAEMON = "import dagster._daemon.controller as c; c.DEFAULT_DAEMON_INTERVAL_SECONDS = 2; from dagster._daemon.cli import main; main()"
+
+
 @contextlib.contextmanager
 def dagster_daemon(tmp: Path, env: dict) -> Iterator[subprocess.Popen]:
     """A real ``dagster-daemon`` on the repository's workspace, logging to ``tmp/daemon.log``;
-    stopped on exit (SIGTERM, then kill after 60 s)."""
+    stopped on exit (SIGTERM, then kill after 60 s). Its backfill daemon ticks every 2 s and the
+    run-retry consumer every 1 s (``_DAEMON``)."""
+    env = {**env, "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1"}
     with (tmp / "daemon.log").open("w") as log:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "dagster._daemon", "run", "-w", str(ROOT / "workspace.yaml")],
+            [sys.executable, "-c", _DAEMON, "run", "-w", str(ROOT / "workspace.yaml")],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:

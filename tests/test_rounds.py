@@ -197,8 +197,8 @@ def test_a_backfill_of_two_rounds_runs_round_two_after_round_one(rounds2, tmp_pa
     the round groups launches it, executed by a real ``dagster-daemon``: it completes, and every
     round-2 stage ran after round 1's Self-Explore model was materialized. On a copy of the
     fixture's store with the lineage of round 2's Self-Explore model and eval removed: round 1 and
-    the rest of round 2 are skipped as unchanged, those two run again. Kept to two stages so the
-    run ends before the backfill daemon's second tick (every 30 s), which marks it complete."""
+    the rest of round 2 are skipped as unchanged, those two run again (the fixture ran all of round
+    2; two stages keep this test short)."""
     import shutil
 
     from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
