@@ -21,25 +21,17 @@ import dagster as dg
 import duckdb
 import psutil
 import pytest
+from test_pipeline import _resources
 
 from sx_dagster.assets import ALL_ASSETS
 from sx_dagster.config import ConfigError
 from sx_dagster.core.tasks import DatasetError
 from sx_dagster.failures import mark_dead_runs_failed, permanent_reason
 from sx_dagster.parent import ANCESTORS_ENV
-from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore
+from sx_dagster.resources import LineageStore
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "{hidden_size: 64, num_layers: 1, num_heads: 2, intermediate_size: 128, vocab_size: 300}"
-
-
-def _resources(tmp: Path) -> dict:
-    return {
-        "lineage": LineageStore(database=str(tmp / "sx.duckdb")),
-        "checkpoints": CheckpointStore(root=str(tmp / "checkpoints")),
-        "accelerator": AcceleratorResource(device="cpu"),
-        "generator": GeneratorResource(),
-    }
 
 
 def _experiments(tmp: Path, body: str) -> Path:
