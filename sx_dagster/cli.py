@@ -160,9 +160,13 @@ def estimate(experiment: str, device: str | None = None, devices: int | None = N
 def experiment_estimate(exp, device: str, devices: int):
     """(per-stage estimates, parameter count) of an experiment on ``devices`` x ``device``."""
     from sx_dagster.core.estimate import estimate
-    from sx_dagster.ml.models import model_shape
 
-    shape = model_shape(exp)
+    if exp.model.name == "tiny":  # sized from its config, without importing transformers' models (~2 s)
+        shape = exp.model.tiny.shape()
+    else:
+        from sx_dagster.ml.models import model_shape
+
+        shape = model_shape(exp)
     n_train = exp.task.n_train or {"gsm8k": 7473, "math": 7500, "synthetic": 1000}[exp.task.name]
     n_test = exp.task.n_test or {"gsm8k": 1319, "math": 500, "synthetic": 1000}[exp.task.name]
     rows = estimate(

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sx_dagster.core.estimate import ModelShape
 from sx_dagster.core.pits import MAX_EXPLORED_STEPS, STRATEGIES
 from sx_dagster.core.rft import MAX_PER_QUESTION
 from sx_dagster.core.synthetic import SyntheticConfig
@@ -46,6 +47,10 @@ class TinyModelConfig(_Section):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         return self
+
+    def shape(self) -> ModelShape:
+        """Its shape for the estimate (tied embeddings, as ``ml.tiny`` builds it)."""
+        return ModelShape(self.vocab_size, self.hidden_size, self.num_layers, self.intermediate_size, self.num_heads, self.num_heads, True)
 
 
 class ModelSection(_Section):

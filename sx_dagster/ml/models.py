@@ -156,8 +156,7 @@ def model_shape(exp):
 
     m = exp.model
     if m.name == "tiny":
-        t = m.tiny
-        return ModelShape(t.vocab_size, t.hidden_size, t.num_layers, t.intermediate_size, t.num_heads, t.num_heads, True)
+        return m.tiny.shape()
     check_remote_code(m.name, m.trust_remote_code, local_files_only=True)  # refused: say so, not "no config"
     try:
         from transformers import AutoConfig
