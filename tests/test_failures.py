@@ -336,16 +336,26 @@ def _upstream_without_pairs(tmp: Path) -> None:
 
 
 # ``dagster-daemon run`` with shorter waits between iterations, the same code otherwise: the
-# backfill daemon evaluates every 30 s (a constant in dagster._daemon.controller, no setting) and
-# the run-retry consumer every 5 s, so a test would mostly wait for their next tick.
-_DAEMON = "import dagster._daemon.controller as c; c.DEFAULT_DAEMON_INTERVAL_SECONDS = 2; from dagster._daemon.cli import main; main()"
+# backfill daemon evaluates every 30 s (a constant in dagster._daemon.controller, no setting), the
+# run queue every 5 s (the shipped instance keeps the default) and the run-retry consumer every
+# 5 s, so a test would mostly wait for their next tick.
+_DAEMON = "; ".join(
+    (
+        "import dagster._daemon.controller as c",
+        "from dagster._core.run_coordinator.queued_run_coordinator import QueuedRunCoordinator as Q",
+        "c.DEFAULT_DAEMON_INTERVAL_SECONDS = 2",
+        "Q.dequeue_interval_seconds = property(lambda self: 1)",
+        "from dagster._daemon.cli import main",
+        "main()",
+    )
+)
 
 
 @contextlib.contextmanager
 def dagster_daemon(tmp: Path, env: dict) -> Iterator[subprocess.Popen]:
     """A real ``dagster-daemon`` on the repository's workspace, logging to ``tmp/daemon.log``;
-    stopped on exit (SIGTERM, then kill after 60 s). Its backfill daemon ticks every 2 s and the
-    run-retry consumer every 1 s (``_DAEMON``)."""
+    stopped on exit (SIGTERM, then kill after 60 s). Its backfill daemon ticks every 2 s, the run
+    queue and the run-retry consumer every 1 s (``_DAEMON``)."""
     env = {**env, "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1"}
     with (tmp / "daemon.log").open("w") as log:
         daemon = subprocess.Popen(
