@@ -2,6 +2,7 @@
 resume after kill -9, checks, config and input errors."""
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -214,8 +215,6 @@ def _ran(tmp: Path) -> set[str]:
 def test_a_config_change_reruns_only_the_stages_that_read_it(micro, tmp_path, monkeypatch):
     """Issue 11 part 1 (the code half is tests/test_staleness.py), on a copy of the micro graph:
     the fixture is its first run, in which every asset ran (test_whole_graph_materializes...)."""
-    import shutil
-
     from test_recovery import _experiments
 
     shutil.copytree(micro[0], tmp_path, dirs_exist_ok=True)
