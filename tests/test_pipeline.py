@@ -406,8 +406,6 @@ def test_backfill_over_experiment_partitions_from_the_cli(tmp_path):
 
 
 def test_first_pit_labels_resume_after_kill_9_matches_an_uninterrupted_run(micro, tmp_path):
-    import shutil
-
     src, _, original, _ = micro
     shutil.copy(src / "sx.duckdb", tmp_path / "sx.duckdb")
     store = LineageStore(database=str(tmp_path / "sx.duckdb"))
@@ -497,8 +495,6 @@ def test_exploration_strategies_on_the_micro_explorer(micro):
 
 
 def test_gpu_steps_share_a_pool_retry_with_backoff_and_request_gpus_on_k8s(monkeypatch, tmp_path):
-    import shutil
-
     from sx_dagster.assets._stage import gpu_step
 
     by_key = {a.key.to_user_string(): a for a in ALL_ASSETS}
