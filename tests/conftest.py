@@ -24,6 +24,7 @@ SLOW_MODULES = {
     "test_recovery",
     "test_remote_code",
     "test_staleness",
+    "test_suite_time",
     "test_training",
 }
 
