@@ -20,6 +20,7 @@ import csv
 import datetime
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -70,7 +71,8 @@ def commit() -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")  # not its own rows
+    return head + ("+changes" if changed else "")
 
 
 def run(args: list[str]) -> dict:
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     where = machine(gemm=not a.skip_gemm)  # before the run: the GEMM check wants an idle machine
     r = run(a.pytest_args)
-    command = " ".join(["bash scripts/test.sh", *a.pytest_args])
+    command = shlex.join(["bash", "scripts/test.sh", *a.pytest_args])
     row = {
         "date": datetime.date.today().isoformat(),
         "commit": commit(),
