@@ -4,12 +4,13 @@
     .venv/bin/python benchmarks/suite_time.py -- -m "not slow"      # the quick loop
     .venv/bin/python benchmarks/suite_time.py --label "after X" -- --durations=30
 
-Runs ``bash scripts/test.sh ARGS`` (install check, ruff, pytest) and prints one table row: wall
-time, pytest's own time, tests passed, and the machine (CPU model, cores, AVX512, native bf16,
-fp32 GEMM GFLOP/s from ``../shared/tools/gemm_gflops.py`` where it is beside the repository).
-It also prints how busy the cores were over the run (Linux, ``/proc/stat``, every process
-counted): the suite is CPU-bound, so a change helps only if it removes CPU work. The row is
-appended to ``benchmarks/results/test_suite_runs.csv``. The suite's target (issue 27): at most
+Runs ``bash scripts/test.sh ARGS`` (install check, ruff, pytest), showing its output as it
+comes, then prints one table row: wall time, pytest's own time, tests passed, and the machine
+(CPU model, cores, AVX512 or AVX2, native bf16, fp32 GEMM GFLOP/s from
+``../shared/tools/gemm_gflops.py`` where it is beside the repository). It also prints how busy
+the cores were over the run (Linux, ``/proc/stat``, every process counted): the suite is
+CPU-bound, so a change helps only if it removes CPU work. The row is appended to
+``benchmarks/results/test_suite_runs.csv``. The suite's target (issue 27): at most
 6 minutes for ``bash scripts/test.sh`` on a 2-core AVX2 machine; run this there to check it.
 """
 
@@ -79,10 +80,16 @@ def run(args: list[str]) -> dict:
     """``bash scripts/test.sh ARGS`` from a shell's environment (no pytest variables of a caller)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     before, t0 = _cpu_jiffies(), time.perf_counter()
-    proc = subprocess.run(["bash", "scripts/test.sh", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    lines = []
+    with subprocess.Popen(
+        ["bash", "scripts/test.sh", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        for line in proc.stdout:  # pytest's progress as it comes, kept for its summary line
+            sys.stdout.write(line)
+            lines.append(line)
     wall = time.perf_counter() - t0
     after = _cpu_jiffies()
-    out = proc.stdout + proc.stderr
+    out = "".join(lines)
     found = SUMMARY.findall(out)
     busy = ""
     if before and after and after[1] > before[1]:
@@ -93,7 +100,6 @@ def run(args: list[str]) -> dict:
         "pytest_s": float(found[-1][1]) if found else "",
         "passed": int(found[-1][0]) if found else "",
         "cores_busy": busy,
-        "tail": out[-3000:],
     }
 
 
@@ -129,8 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     wall = f"{r['wall_s'] // 60} min {r['wall_s'] % 60:02d} s"
     print(f"| `{command}` | {where} | {wall} | {r['pytest_s']} s | {r['passed']} | {r['cores_busy']} |")
     print(f"row appended to {a.results}")
-    if r["returncode"]:
-        print(r["tail"], file=sys.stderr)
     return r["returncode"]
 
 
