@@ -148,9 +148,9 @@ def estimate(experiment: str, device: str | None = None, devices: int | None = N
 
     exp = get_experiment(experiment)
     if device is None:
-        import torch
+        from sx_dagster.device import cuda_available
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if cuda_available() else "cpu"
     devices = devices or exp.distributed.num_processes
     rows, params = experiment_estimate(exp, device, devices)
     print(format_estimate(rows, params, device, devices, DEVICES[device].memory_gb))

@@ -9,6 +9,7 @@ import dagster as dg
 from sx_dagster.assets import ALL_ASSETS, rounds_graph
 from sx_dagster.checkpoint_watch import checkpoint_checks, checkpoint_watch
 from sx_dagster.config import load_experiments
+from sx_dagster.device import cuda_available
 from sx_dagster.failures import dead_run_reaper
 from sx_dagster.resources import AcceleratorResource, CheckpointStore, GeneratorResource, LineageStore
 
@@ -80,12 +81,8 @@ EXECUTORS = ("auto", "multiprocess", "in_process", "k8s")
 
 def _has_cuda() -> bool:
     """Whether torch sees a CUDA device (the executor choice; the step processes are spawned, so
-    a CUDA context made here is never inherited)."""
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
+    a CUDA context made here is never inherited). With a CPU-only torch, torch is not imported."""
+    return cuda_available()
 
 
 def executor_kind() -> str:

@@ -1,9 +1,12 @@
 """dtype ``auto`` on CPU: fp32 whatever the CPU (bf16 autocast was no faster for the tiny model
-even with native bf16); an explicit dtype wins."""
+even with native bf16); an explicit dtype wins. A CPU-only torch is known without importing it."""
+
+from pathlib import Path
 
 import pytest
 import torch
 
+from sx_dagster.device import cpu_only_build, cuda_available
 from sx_dagster.resources import AcceleratorResource
 
 CASES = [(True, False), (False, True), (False, False)]
@@ -27,3 +30,22 @@ def test_explicit_dtype_wins(monkeypatch):
     assert AcceleratorResource(device="cpu", dtype="bfloat16").precision().trainer_kwargs()["bf16"] is True
     assert AcceleratorResource(device="cpu", dtype="float32").resolve_dtype() == "float32"
     assert "set in the accelerator resource" in AcceleratorResource(device="cpu", dtype="float32").describe()
+
+
+def test_a_cpu_only_torch_build_is_read_from_its_version_file(tmp_path):
+    head = "from typing import Optional\n\n__version__ = '2.13.0'\ndebug = False\n"
+    builds = {
+        "cpu": "cuda: Optional[str] = None\nhip: Optional[str] = None\n",
+        "cuda": "cuda: Optional[str] = '12.8'\nhip: Optional[str] = None\n",
+        "rocm": "cuda: Optional[str] = None\nhip: Optional[str] = '6.3.42131'\n",
+        "old": "cuda = None\nhip = None\n",  # written without annotations
+        "neither": "",  # says nothing: counted as a GPU build, so torch is asked
+    }
+    for name, text in builds.items():
+        (tmp_path / name).write_text(head + text)
+    assert [cpu_only_build(tmp_path / n) for n in builds] == [True, False, False, True, False]
+    assert cpu_only_build(tmp_path / "missing") is False
+    # the installed torch: its file says what torch itself reports, and the answer is torch's
+    installed = Path(torch.__file__).parent / "version.py"
+    assert cpu_only_build(installed) == (torch.version.cuda is None and torch.version.hip is None)
+    assert cuda_available() == torch.cuda.is_available()

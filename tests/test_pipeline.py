@@ -334,9 +334,10 @@ def test_definitions_load_with_the_shipped_experiments():
         "dg.Definitions.validate_loadable(defs);"
         "print(len(ALL_ASSETS)); print(sorted(a.group_names_by_key[a.key] for a in ALL_ASSETS));"
         "print(','.join(ALL_ASSETS[-1].partitions_def.get_partition_keys()));"
-        "print(','.join(s.name for s in defs.schedules)); print(','.join(j.name for j in defs.jobs))"
+        "print(','.join(s.name for s in defs.schedules)); print(','.join(j.name for j in defs.jobs));"
+        "import sys; print(defs.resolve_job_def('self_explore').executor_def.name, 'torch' in sys.modules)"
     )
-    env = {k: v for k, v in os.environ.items() if k != "SX_EXPERIMENTS_FILE"}
+    env = {k: v for k, v in os.environ.items() if k not in ("SX_EXPERIMENTS_FILE", "SX_EXECUTOR")}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
     lines = out.strip().split("\n")
     assert lines[0] == "14"
@@ -344,6 +345,14 @@ def test_definitions_load_with_the_shipped_experiments():
     assert "tiny-synthetic" in keys and "mistral-7b-gsm8k" in keys and "deepseek-math-7b-math" in keys and len(keys) == 9
     assert lines[3] == "rerun_eval_tiny_synthetic"
     assert "self_explore" in lines[4] and "evaluate" in lines[4]
+    # the executor for this machine; with a CPU-only torch, chosen without importing torch (1.2 s
+    # of every Dagster process's start: code server, daemon, CLI)
+    import torch
+
+    from sx_dagster.device import cpu_only_build
+
+    cpu_only = cpu_only_build(Path(torch.__file__).parent / "version.py")
+    assert lines[5] == f"{'multiprocess' if torch.cuda.is_available() else 'in_process'} {not cpu_only}"
     # SX_EXECUTOR=k8s: every step in its own pod (dagster-k8s), the recipe in the README
     code = "from sx_dagster.definitions import defs; print(defs.get_job_def('self_explore').executor_def.name)"
     out = subprocess.run(
