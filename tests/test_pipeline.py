@@ -346,7 +346,7 @@ def test_definitions_load_with_the_shipped_experiments():
     assert lines[3] == "rerun_eval_tiny_synthetic"
     assert "self_explore" in lines[4] and "evaluate" in lines[4]
     # the executor for this machine; with a CPU-only torch, chosen without importing torch (1.2 s
-    # of every Dagster process's start: code server, daemon, CLI)
+    # of the start of a code server, a daemon, `dagster job launch`)
     import torch
 
     from sx_dagster.device import cpu_only_build

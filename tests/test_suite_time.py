@@ -24,7 +24,7 @@ def test_a_timed_run_appends_a_row_with_the_machine_and_pytest_counts(tmp_path, 
     assert ok["command"] == f"bash scripts/test.sh {module} -p no:cacheprovider" and ok["what"] == "check"
     assert int(ok["passed"]) == (ROOT / module).read_text().count("\ndef test_") > 0
     assert 0 < float(ok["pytest_s"]) <= int(ok["wall_s"]) + 1
-    assert " cores, " in ok["machine"] and ("AVX" in ok["machine"])
+    assert " cores, " in ok["machine"] and "AVX" in ok["machine"]
     assert ok["cores_busy"].endswith("%") and ok["commit"] and ok["workers"] == "0"
     assert failed["what"] == "FAILED (exit 5)" and failed["passed"] == ""
     assert "| `bash scripts/test.sh tests/test_core_stats.py -p no:cacheprovider` |" in capsys.readouterr().out
